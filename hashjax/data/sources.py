@@ -1,0 +1,212 @@
+"""Image sources: the bundled RSSCN7 copy, any class-folder tree, or TFDS.
+
+Every source becomes an `ImageSet`: file paths, multi-hot labels and class
+names. A TFDS dataset is exported once (the original encoded image bytes,
+no re-encoding) to a folder cache, so training reads every source the same
+way and can visit images in any order (the asymmetric methods sample subsets
+of the database by index, AHCL spec §1.6).
+
+Every image is decoded once when the set is built, so a corrupt file is
+reported up front by name, not as a crash in the middle of training.
+"""
+import concurrent.futures
+import dataclasses
+import json
+import os
+import pathlib
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
+BUNDLED = {
+    'rsscn7_64': pathlib.Path(__file__).parent / 'bundled' / 'rsscn7_64',
+}
+
+
+@dataclasses.dataclass
+class ImageSet:
+  """A labelled list of image files.
+
+  Attributes:
+    paths: [N] absolute file paths (str).
+    names: [N] ids relative to the root, e.g. 'aGrass/a001.jpg'.
+    labels: [N, C] float32 multi-hot labels.
+    class_names: C names.
+    skipped: files left out because they could not be decoded (only with
+      `skip_bad_images`); reported in the run summary.
+  """
+  paths: np.ndarray
+  names: list
+  labels: np.ndarray
+  class_names: list
+  skipped: list = dataclasses.field(default_factory=list)
+
+  def __len__(self):
+    return len(self.paths)
+
+  @property
+  def primary_labels(self):
+    """[N] the first class of each image; used to stratify splits."""
+    return np.argmax(self.labels, axis=1)
+
+
+def _check_image(path):
+  """Fully decodes one image; returns None or the error text."""
+  try:
+    with Image.open(path) as im:
+      im.load()
+      if im.width < 1 or im.height < 1:
+        return 'empty image'
+  except Exception as e:  # pylint: disable=broad-except
+    return f'{type(e).__name__}: {e}'
+  return None
+
+
+def _validate(paths, names, labels, skip_bad, what):
+  """Decodes every image; raises on the first bad ones unless skip_bad."""
+  with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+    errors = list(pool.map(_check_image, paths))
+  bad = [i for i, e in enumerate(errors) if e]
+  if bad and not skip_bad:
+    listed = '\n'.join(f'  {paths[i]}: {errors[i]}' for i in bad[:10])
+    more = f'\n  ... and {len(bad) - 10} more' if len(bad) > 10 else ''
+    raise ValueError(
+        f'{len(bad)} unreadable image(s) in {what}:\n{listed}{more}\n'
+        'Fix or remove them, or pass --config.data.skip_bad_images=True to '
+        'skip them (they are then counted and listed in the run summary).')
+  keep = np.setdiff1d(np.arange(len(paths)), bad)
+  skipped = [f'{names[i]}: {errors[i]}' for i in bad]
+  return ([paths[i] for i in keep], [names[i] for i in keep],
+          labels[keep], skipped)
+
+
+def from_folder(root, skip_bad_images=False):
+  """Reads `<root>/<class>/<image>.{jpg,jpeg,png,tif,tiff}`.
+
+  Classes are the sub-folders in sorted order (label = position). Hidden
+  files and files with other extensions are ignored.
+  """
+  root = pathlib.Path(root).expanduser()
+  if not root.is_dir():
+    raise FileNotFoundError(
+        f'Dataset root {str(root)!r} does not exist or is not a folder. '
+        'Expected <root>/<class>/<image>.jpg|png|tif.')
+  classes = sorted(d.name for d in root.iterdir()
+                   if d.is_dir() and not d.name.startswith('.'))
+  if not classes:
+    raise ValueError(f'No class folders in {str(root)!r}: expected '
+                     '<root>/<class>/<image>.jpg|png|tif.')
+  if len(classes) < 2:
+    raise ValueError(f'Only one class folder ({classes[0]!r}) in '
+                     f'{str(root)!r}: retrieval needs at least two classes.')
+  paths, names, labels = [], [], []
+  for c, cls in enumerate(classes):
+    files = sorted(f for f in (root / cls).iterdir()
+                   if f.suffix.lower() in IMAGE_EXTENSIONS
+                   and not f.name.startswith('.'))
+    if not files:
+      raise ValueError(f'Class folder {str(root / cls)!r} has no images '
+                       f'({", ".join(IMAGE_EXTENSIONS)}). Remove it or add '
+                       'images.')
+    paths += [str(f) for f in files]
+    names += [f'{cls}/{f.name}' for f in files]
+    labels += [c] * len(files)
+  onehot = np.eye(len(classes), dtype=np.float32)[labels]
+  paths, names, onehot, skipped = _validate(
+      paths, names, onehot, skip_bad_images, repr(str(root)))
+  return ImageSet(np.array(paths), names, onehot, classes, skipped)
+
+
+def _default_cache():
+  return pathlib.Path(os.environ.get(
+      'HASHJAX_DATA_DIR', pathlib.Path.home() / '.cache' / 'hashjax' /
+      'datasets'))
+
+
+def _extension(data):
+  if data[:3] == b'\xff\xd8\xff':
+    return '.jpg'
+  if data[:8] == b'\x89PNG\r\n\x1a\n':
+    return '.png'
+  if data[:4] in (b'II*\x00', b'MM\x00*'):
+    return '.tif'
+  raise ValueError('Unknown image encoding (not JPEG, PNG or TIFF).')
+
+
+def _export_tfds(name, split, data_dir, download, cache):
+  """Writes the TFDS split's encoded images + manifest.json into `cache`."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f'Unknown TFDS dataset {name!r} ({e}). For a folder of '
+                     'images use --config.data.name=folder '
+                     '--config.data.root=PATH.') from e
+  if download:
+    builder.download_and_prepare()
+  elif not builder.is_prepared():
+    raise FileNotFoundError(
+        f'TFDS dataset {name!r} is not prepared in data_dir '
+        f'{builder.data_dir_root!r}. Prepare it once with `tfds build '
+        f'{name} --data_dir=DIR` and pass --config.data.data_dir=DIR, or allow '
+        'the download with --config.data.download=True.')
+  features = builder.info.features
+  label_key = 'label' if 'label' in features else 'labels'
+  names_ = features[label_key].names if hasattr(
+      features[label_key], 'names') else features[label_key].feature.names
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={'image': tfds.decode.SkipDecoding()})
+  (cache / 'images').mkdir(parents=True, exist_ok=True)
+  files, labels = [], []
+  for i, ex in enumerate(tfds.as_numpy(ds)):
+    data = bytes(ex['image'])
+    fname = f'images/{i:07d}{_extension(data)}'
+    (cache / fname).write_bytes(data)
+    lab = np.atleast_1d(ex[label_key]).astype(int).tolist()
+    files.append(fname)
+    labels.append(lab)
+  if not files:
+    raise ValueError(f'TFDS dataset {name!r} split {split!r} is empty.')
+  manifest = dict(dataset=name, split=split, class_names=list(names_),
+                  files=files, labels=labels)
+  tmp = cache / 'manifest.json.tmp'
+  tmp.write_text(json.dumps(manifest))
+  tmp.rename(cache / 'manifest.json')   # present only when complete.
+
+
+def from_tfds(name, split='train', data_dir='', download=False, cache_dir='',
+              skip_bad_images=False):
+  """A TFDS dataset (e.g. uc_merced, resisc45, eurosat/rgb) as an ImageSet."""
+  cache = (pathlib.Path(cache_dir) if cache_dir else _default_cache()) / (
+      name.replace('/', '_')) / split
+  if not (cache / 'manifest.json').exists():
+    _export_tfds(name, split, data_dir, download, cache)
+  manifest = json.loads((cache / 'manifest.json').read_text())
+  num_classes = len(manifest['class_names'])
+  labels = np.zeros((len(manifest['files']), num_classes), np.float32)
+  for i, lab in enumerate(manifest['labels']):
+    labels[i, lab] = 1.0
+  paths = [str(cache / f) for f in manifest['files']]
+  if num_classes < 2:
+    raise ValueError(f'TFDS dataset {name!r} has {num_classes} class(es): '
+                     'retrieval needs at least two.')
+  paths, names, labels, skipped = _validate(
+      paths, list(manifest['files']), labels, skip_bad_images,
+      f'the export of TFDS {name!r} at {str(cache)!r}')
+  return ImageSet(np.array(paths), names, labels, manifest['class_names'],
+                  skipped)
+
+
+def load(data_config):
+  """The ImageSet named by a config's `data` block."""
+  c = data_config
+  if c.name in BUNDLED:
+    return from_folder(BUNDLED[c.name], c.skip_bad_images)
+  if c.name == 'folder':
+    if not c.root:
+      raise ValueError('data.name=folder needs --config.data.root=PATH '
+                       '(a folder of <class>/<image> files).')
+    return from_folder(c.root, c.skip_bad_images)
+  return from_tfds(c.name, c.tfds_split, c.data_dir, c.download, c.cache_dir,
+                   c.skip_bad_images)

@@ -1,0 +1,62 @@
+"""Retrieval evaluation shared by every method.
+
+Query codes: sign(u) of the network in eval mode, 0 -> +1 (codes.binarize).
+Database codes: the method's learned bank (DATABASE_CODES == 'bank', e.g.
+AHCL's V, whose rows are the training images in order) or the network's codes
+of the database images. The metric math is pure (evaluation/ranking.py).
+Every image is encoded exactly once on any number of hosts: the inference
+pipeline pads the last batch and marks the padding with mask = 0.
+"""
+import functools
+
+import jax
+import numpy as np
+
+from hashjax import codes
+from hashjax import parallel
+from hashjax.data import input_pipeline
+from hashjax.evaluation import ranking
+
+
+def make_encode_step(model, mesh):
+  def encode(variables, images):
+    return model.apply(variables, images, train=False)['u']
+  return jax.jit(encode, in_shardings=(parallel.replicated(mesh),
+                                       parallel.data_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+
+
+def encode(encode_step, variables, image_set, ids, config, mesh):
+  """Binary codes [len(ids), bits] int8 of the images `ids`."""
+  ds = input_pipeline.inference(
+      image_set, ids, global_batch=config.input.eval_batch_size,
+      image_size=config.input.image_size,
+      resize_size=config.input.resize_size)
+  out = np.zeros((len(ids), config.bits), np.int8)
+  for batch in ds.as_numpy_iterator():
+    batch = parallel.global_batch(
+        {k: batch[k] for k in ('image', 'index', 'mask')}, mesh)
+    u = parallel.to_host(encode_step(variables, batch['image']))
+    index = parallel.to_host(batch['index'])
+    keep = parallel.to_host(batch['mask']) > 0
+    out[index[keep]] = codes.binarize(u[keep])
+  return out
+
+
+def evaluate(*, model, method, state, image_set, splits, config, mesh):
+  """Returns (metrics dict, query codes, database codes)."""
+  step = make_encode_step(model, mesh)
+  variables = {'params': state.params, **state.model_state}
+  run_encode = functools.partial(encode, step, variables, image_set,
+                                 config=config, mesh=mesh)
+  q_codes = run_encode(splits['query'])
+  if method.DATABASE_CODES == 'bank':
+    db_codes = codes.binarize(
+        parallel.to_host(method.database_codes(state.method_state)))
+  else:
+    db_codes = run_encode(splits['database'])
+  metrics = ranking.retrieval_metrics(
+      q_codes, db_codes, image_set.labels[splits['query']],
+      image_set.labels[splits['database']], topk=tuple(config.eval.topk),
+      precision_at=tuple(config.eval.precision_at))
+  return metrics, q_codes, db_codes

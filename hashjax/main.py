@@ -1,0 +1,67 @@
+r"""hashjax command line: train a method and evaluate it.
+
+  python -m hashjax.main --config=configs/ahcl.py [--workdir=DIR] \
+      [--config.bits=32 --config.data.name=folder --config.data.root=PATH]
+
+Without --workdir the run goes to ./runs/<method>_<bits>b_<config hash>:
+the same command (same config) finds the same folder and resumes from its
+last checkpoint. Multi-host: set HASHJAX_DISTRIBUTED=1 to call
+jax.distributed.initialize() (TPU VM / SLURM / explicit coordinator env).
+"""
+import hashlib
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file, e.g. configs/ahcl.py[:args].',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Run folder (checkpoints, TensorBoard, results.json).')
+
+
+def default_workdir(config):
+  digest = hashlib.sha1(
+      config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:8]
+  return os.path.join('runs', f'{config.method}_{config.bits}b_{digest}')
+
+
+def _parse_flags(argv):
+  """absl flag parsing with one-line errors for bad config keys/values."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError,
+          flags.Error) as e:
+    msg = str(e).strip('\'"').replace('\\n', ' ')
+    sys.exit(f'hashjax: configuration error: {msg}')
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f'hashjax: unexpected arguments {argv[1:]}; config values are '
+             'set with --config.KEY=VALUE.')
+  if os.environ.get('HASHJAX_DISTRIBUTED') == '1':
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
+  from hashjax import train  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  if config is None:
+    sys.exit('hashjax: --config=configs/<method>.py is required.')
+  workdir = _WORKDIR.value or default_workdir(config)
+  if not _WORKDIR.value:
+    print(f'hashjax: no --workdir given; using {workdir}', flush=True)
+  try:
+    train.run(config, workdir)
+  except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
+    sys.exit(f'hashjax: error: {e}')
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,59 @@
+"""The method contract: what a file in hashjax/methods/ may define.
+
+The trainer (hashjax/train.py) looks these names up on the method module and
+falls back to the defaults below, so a method defines only what it changes.
+
+  DATABASE_CODES  'encoder': database codes = sign(network(database images));
+                  'bank': the method learns them; `database_codes(state)`.
+  make_model(config, num_classes) -> flax module returning an outputs dict
+                  with at least 'u' (relaxed codes in (-1, 1)).
+  init_state(config, meta) -> dict of arrays (code banks, ...); {} if none.
+                  meta: {'train_labels': [n, C], 'num_train': n}.
+  loss_fn(outputs, batch, state, **config.loss) -> (loss, metrics dict).
+                  Pure: arrays in, scalars out. batch has image, label [b, C],
+                  index [b] (database row, -1 = padding), mask [b].
+  update_state(state, outputs, batch, **config.loss) -> state. Runs inside
+                  the jitted step on stop-gradient outputs.
+  start_round(state, in_round, **config.loss) -> state. Before each round;
+                  in_round: [n] float mask of the rows sampled this round.
+  end_round(state, **config.loss) -> state. After each round (e.g. DCC).
+  database_codes(state) -> [n, bits] codes, for DATABASE_CODES == 'bank'.
+"""
+from hashjax.models import encoders
+from hashjax.models import heads
+
+DATABASE_CODES = 'encoder'
+
+
+def make_model(config, num_classes):
+  encoder, normalize = encoders.build(config.model)
+  return heads.HashModel(encoder=encoder, normalize=normalize,
+                         bits=config.bits, num_classes=num_classes)
+
+
+def init_state(config, meta):
+  del config, meta
+  return {}
+
+
+def loss_fn(outputs, batch, state, **loss_kw):
+  raise NotImplementedError('A method must define loss_fn.')
+
+
+def update_state(state, outputs, batch, **loss_kw):
+  del outputs, batch, loss_kw
+  return state
+
+
+def start_round(state, in_round, **loss_kw):
+  del in_round, loss_kw
+  return state
+
+
+def end_round(state, **loss_kw):
+  del loss_kw
+  return state
+
+
+def database_codes(state):
+  raise NotImplementedError('DATABASE_CODES = "bank" needs database_codes().')

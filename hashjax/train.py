@@ -1,0 +1,262 @@
+"""The trainer shared by every method: run(config, workdir).
+
+Training is a sequence of rounds (AHCL/ADSH outer iterations; one epoch each
+for methods without rounds). Each round: the method's `start_round` hook,
+`epochs_per_round` passes over a sampled subset in a fixed order through ONE
+jitted train step, then the `end_round` hook (e.g. the DCC update of V) and
+a checkpoint. Nothing here knows which method runs.
+"""
+import json
+import math
+import os
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+
+from hashjax import checkpoint
+from hashjax import methods
+from hashjax import optim
+from hashjax import parallel
+from hashjax.data import input_pipeline
+from hashjax.data import protocols
+from hashjax.data import sources
+from hashjax.evaluation import evaluator
+from hashjax.evaluation import plots
+from hashjax.models import encoders
+from hashjax.state import TrainState
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+def make_train_step(model, method, tx, lr_fn, loss_kw):
+  """One step for every method: forward, method loss, backward, optimizer,
+  then the method's no-gradient state update (e.g. AHCL writes U rows)."""
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    mutable = list(state.model_state) or False
+
+    def objective(params):
+      out = model.apply({'params': params, **state.model_state},
+                        batch['image'], train=True, mutable=mutable,
+                        rngs={'dropout': rng})
+      outputs, model_state = out if mutable else (out, {})
+      loss, metrics = method.loss_fn(outputs, batch, state.method_state,
+                                     **loss_kw)
+      return loss, (metrics, model_state, outputs)
+
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+    (loss, (metrics, model_state, outputs)), grads = grad_fn(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    method_state = method.update_state(
+        state.method_state, jax.lax.stop_gradient(outputs), batch, **loss_kw)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+                   lr=lr_fn(state.step))
+    return state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, updates),
+        model_state=model_state, opt_state=opt_state,
+        method_state=method_state), metrics
+
+  return train_step
+
+
+def init_state(config, model, method, tx, meta):
+  """A fresh TrainState: initialised model + pretrained encoder weights."""
+  rng = jax.random.key(config.seed)
+  size = config.input.image_size
+  dummy = jnp.zeros((1, size, size, 3), jnp.uint8)
+  variables = jax.jit(lambda k: model.init(k, dummy, train=False))(rng)
+  variables = encoders.load_pretrained(variables, config.model)
+  params = variables['params']
+  model_state = {k: v for k, v in variables.items() if k != 'params'}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    model_state=model_state, opt_state=tx.init(params),
+                    method_state=method.init_state(config, meta),
+                    rng=jax.random.key_data(jax.random.fold_in(rng, 1)))
+
+
+def round_sample(seed, round_index, n, m):
+  """The round's sample Omega: the first m of a seeded permutation (§1.6)."""
+  perm = np.random.default_rng([seed, round_index]).permutation(n)
+  return perm[:m] if m else perm
+
+
+def _commit():
+  try:
+    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                          capture_output=True, text=True, check=True,
+                          cwd=os.path.dirname(__file__)).stdout.strip()
+  except Exception:  # pylint: disable=broad-except
+    return 'unknown'
+
+
+def _fmt_time(seconds):
+  m, s = divmod(int(seconds), 60)
+  return f'{m // 60}h{m % 60:02d}m' if m >= 60 else f'{m}m{s:02d}s'
+
+
+def _check_config(workdir, config):
+  """A workdir holds one run: refuse to resume it with another config."""
+  path = os.path.join(workdir, 'config.json')
+  current = json.loads(config.to_json_best_effort(sort_keys=True))
+  if os.path.exists(path):
+    saved = json.load(open(path))
+    if saved != current:
+      diff = sorted(k for k in set(saved) | set(current)
+                    if saved.get(k) != current.get(k))
+      raise ValueError(
+          f'Workdir {workdir!r} holds a run with a different config '
+          f'(differs in: {", ".join(diff)}). Use another --workdir, or delete '
+          'it to start over.')
+  elif jax.process_index() == 0:
+    with open(path, 'w') as f:
+      json.dump(current, f, indent=2, sort_keys=True)
+
+
+def run(config, workdir):
+  """Trains `config.method`, evaluates the final model, writes results."""
+  t_start = time.time()
+  os.makedirs(workdir, exist_ok=True)
+  _check_config(workdir, config)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_size(config.input.batch_size, mesh)
+
+  image_set = sources.load(config.data)
+  splits = protocols.split(image_set.names, image_set.primary_labels,
+                           image_set.class_names, config.data.protocol)
+  train_ids = splits['train']
+  n = len(train_ids)
+  method = methods.get(config.method)
+  model = method.make_model(config, num_classes=len(image_set.class_names))
+  meta = {'train_labels': image_set.labels[train_ids], 'num_train': n}
+  loss_kw = config.loss.to_dict()
+
+  m = config.train.samples_per_round or n
+  if m > n:
+    raise ValueError(f'train.samples_per_round={m} exceeds the {n} training '
+                     'images.')
+  batch = config.input.batch_size
+  steps_per_round = config.train.epochs_per_round * math.ceil(m / batch)
+  total_steps = config.train.rounds * steps_per_round
+  tx, lr_fn = optim.make(config.optim, total_steps, steps_per_round)
+
+  print(f'hashjax: {config.method}, {config.bits} bits, data '
+        f'{config.data.name} ({len(image_set)} images, '
+        f'{len(image_set.class_names)} classes, protocol '
+        f'{config.data.protocol}: {n} train/database, {len(splits["query"])} '
+        f'query), {jax.device_count()} {jax.devices()[0].platform} device(s)'
+        f'\nworkdir: {workdir}', flush=True)
+  if image_set.skipped:
+    print(f'Skipped {len(image_set.skipped)} unreadable image(s) '
+          '(data.skip_bad_images=True); listed in results.json.')
+
+  state = init_state(config, model, method, tx, meta)
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  restored, _ = checkpoint.restore_latest(mngr, state)
+  if restored is not None:
+    state = restored
+    print(f'Resuming from the checkpoint at step {int(state.step)} in '
+          f'{workdir}/checkpoints.', flush=True)
+  state = jax.device_put(state, parallel.replicated(mesh))
+  repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  train_step = jax.jit(make_train_step(model, method, tx, lr_fn, loss_kw),
+                       in_shardings=(repl, data), out_shardings=(repl, repl),
+                       donate_argnums=0)
+  hook = lambda fn: jax.jit(  # pylint: disable=g-long-lambda
+      lambda s, *a: s.replace(method_state=fn(s.method_state, *a, **loss_kw)),
+      out_shardings=repl, donate_argnums=0)
+  start_round, end_round = hook(method.start_round), hook(method.end_round)
+
+  step = int(state.step)
+  t_train, images_seen, window = time.time(), 0, None
+  for round_index in range(step // steps_per_round, config.train.rounds):
+    sample = round_sample(config.seed, round_index, n, m)
+    done_in_round = step - round_index * steps_per_round
+    if done_in_round == 0:
+      in_round = np.zeros(n, np.float32)
+      in_round[sample] = 1.0
+      state = start_round(state, jnp.asarray(in_round))
+    ds = input_pipeline.train_round(
+        image_set, train_ids[sample], sample,
+        epochs=config.train.epochs_per_round, global_batch=batch,
+        image_size=config.input.image_size,
+        resize_size=config.input.resize_size,
+        augment_kind=config.input.augment, seed=config.seed,
+        round_index=round_index, skip_batches=done_in_round,
+        prefetch=config.input.prefetch)
+    for host_batch in ds.as_numpy_iterator():
+      state, metrics = train_step(state, parallel.global_batch(host_batch,
+                                                               mesh))
+      step += 1
+      metrics = jax.device_get(metrics)
+      if not np.isfinite(metrics['loss']):
+        last = mngr.latest_step()
+        raise NonFiniteLossError(
+            f'Non-finite loss {metrics["loss"]} at step {step}. Last finite '
+            f'checkpoint: {f"step {last}" if last is not None else "none"} in '
+            f'{workdir}/checkpoints. Lower optim.lr or check the data.')
+      if window is None:   # the first step includes compilation.
+        window = (time.time(), step, 0)
+        print(f'step {step}/{total_steps}: compiled and ran the first step in '
+              f'{time.time() - t_train:.1f}s', flush=True)
+      images_seen += int(host_batch['mask'].sum()) * jax.process_count()
+      if step % config.train.log_every == 0 or step == total_steps:
+        t0, s0, i0 = window
+        rate = (images_seen - i0) / max(time.time() - t0, 1e-9)
+        sec_per_step = (time.time() - t0) / max(step - s0, 1)
+        writer.write_scalars(step, {f'train/{k}': float(v)
+                                    for k, v in metrics.items()})
+        terms = ' '.join(f'{k} {float(v):.4g}' for k, v in sorted(
+            metrics.items()) if k not in ('loss', 'lr', 'grad_norm'))
+        print(f'step {step}/{total_steps} round {round_index + 1}/'
+              f'{config.train.rounds} | loss {float(metrics["loss"]):.4f} '
+              f'({terms}) lr {float(metrics["lr"]):.2e} | {rate:.1f} img/s | '
+              f'ETA {_fmt_time(sec_per_step * (total_steps - step))}',
+              flush=True)
+      if (step % config.train.checkpoint_every == 0 and
+          step % steps_per_round):
+        checkpoint.save(mngr, state)
+    state = end_round(state)
+    checkpoint.save(mngr, state)
+  mngr.wait_until_finished()
+  train_seconds = time.time() - t_train
+
+  t_eval = time.time()
+  metrics, _, _ = evaluator.evaluate(
+      model=model, method=method, state=state, image_set=image_set,
+      splits=splits, config=config, mesh=mesh)
+  eval_seconds = time.time() - t_eval
+  results = dict(
+      method=config.method, bits=config.bits, dataset=config.data.name,
+      protocol=config.data.protocol, commit=_commit(), steps=int(state.step),
+      train_seconds=round(train_seconds, 1),
+      eval_seconds=round(eval_seconds, 1),
+      wall_seconds=round(time.time() - t_start, 1),
+      skipped_images=image_set.skipped, metrics=metrics)
+  writer.write_scalars(int(state.step), {
+      f'eval/{k}': v for k, v in metrics.items() if isinstance(v, float)})
+  writer.flush()
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'results.json'), 'w') as f:
+      json.dump(results, f, indent=2)
+    plots.save_pr_curve(metrics, os.path.join(workdir, 'pr_curve.png'),
+                        title=f'{config.method} {config.bits} bits, '
+                        f'{config.data.name}')
+    summary = ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()
+                       if isinstance(v, float))
+    print(f'done: {summary} | train {_fmt_time(train_seconds)}, eval '
+          f'{_fmt_time(eval_seconds)}, total '
+          f'{_fmt_time(results["wall_seconds"])}\nresults: '
+          f'{os.path.join(workdir, "results.json")}', flush=True)
+  mngr.close()
+  return results
