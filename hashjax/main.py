@@ -17,6 +17,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -43,6 +44,8 @@ def _parse_flags(argv):
 
 
 def main(argv):
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)   # orbax/clu INFO lines.
   if len(argv) > 1:
     sys.exit(f'hashjax: unexpected arguments {argv[1:]}; config values are '
              'set with --config.KEY=VALUE.')

@@ -8,7 +8,6 @@ the network: every test runs with ``HASHJAX_OFFLINE=1`` and an empty cache.
 import functools
 import json
 import pathlib
-import shutil
 
 import flax.linen as nn
 from flax import traverse_util
