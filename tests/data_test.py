@@ -1,0 +1,182 @@
+"""Sources, split protocols and tf.data pipelines on real bundled images."""
+import collections
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hashjax.data import input_pipeline
+from hashjax.data import protocols
+from hashjax.data import sources
+
+
+def _copy(small_rsscn7, tmp_path, classes=None):
+  root = tmp_path / 'data'
+  shutil.copytree(small_rsscn7, root)
+  if classes is not None:
+    for d in root.iterdir():
+      if d.name not in classes:
+        shutil.rmtree(d)
+  return root
+
+
+def test_folder_source_reads_classes_and_labels(small_rsscn7):
+  s = sources.from_folder(small_rsscn7)
+  assert len(s) == 140 and len(s.class_names) == 7
+  assert s.class_names[0] == 'aGrass' and s.names[0] == 'aGrass/a001.jpg'
+  np.testing.assert_array_equal(s.labels.sum(1), 1)
+  assert collections.Counter(s.primary_labels.tolist()) == {
+      c: 20 for c in range(7)}
+
+
+def test_corrupt_and_truncated_images_named(small_rsscn7, tmp_path):
+  root = _copy(small_rsscn7, tmp_path)
+  (root / 'aGrass' / 'broken.jpg').write_bytes(b'not an image at all')
+  good = (root / 'bField' / 'b001.jpg').read_bytes()
+  (root / 'bField' / 'b001.jpg').write_bytes(good[:len(good) // 3])
+  with pytest.raises(ValueError) as e:
+    sources.from_folder(root)
+  assert 'broken.jpg' in str(e.value) and 'b001.jpg' in str(e.value)
+  assert 'skip_bad_images' in str(e.value)
+  s = sources.from_folder(root, skip_bad_images=True)
+  assert len(s) == 139 and len(s.skipped) == 2
+  assert not any(n.endswith(('broken.jpg', 'b001.jpg')) for n in s.names)
+
+
+@pytest.mark.parametrize('case', ['missing', 'empty_class', 'one_class',
+                                  'no_classes'])
+def test_bad_roots(small_rsscn7, tmp_path, case):
+  if case == 'missing':
+    root, match = tmp_path / 'nope', 'does not exist'
+  elif case == 'empty_class':
+    root = _copy(small_rsscn7, tmp_path)
+    (root / 'zEmpty').mkdir()
+    match = 'zEmpty'
+  elif case == 'one_class':
+    root = _copy(small_rsscn7, tmp_path, classes={'aGrass'})
+    match = 'one class'
+  else:
+    root = tmp_path / 'flat'
+    root.mkdir()
+    match = 'No class folders'
+  with pytest.raises((ValueError, FileNotFoundError), match=match):
+    sources.from_folder(root)
+
+
+def test_default_protocol_is_80_20_by_sorted_name(small_rsscn7):
+  s = sources.from_folder(small_rsscn7)
+  sp = protocols.split(s.names, s.primary_labels, s.class_names)
+  assert len(sp['train']) == 112 and len(sp['query']) == 28
+  assert not set(sp['train']) & set(sp['query'])
+  # Last 20 % by name in each class are queries: a017..a020.
+  assert [s.names[i] for i in sp['query'][:4]] == [
+      f'aGrass/a0{k}.jpg' for k in (17, 18, 19, 20)]
+  assert sp['database'] is sp['train']
+
+
+def test_ucmd_protocol_uses_appendix_numbers():
+  classes = sorted(protocols._UCMD_QUERY_NUMBERS)
+  names = [f'{c}/{c}{k:02d}.tif' for c in classes for k in range(100)]
+  labels = np.repeat(np.arange(21), 100)
+  sp = protocols.split(names, labels, classes, 'ucmd_dgssh')
+  assert len(sp['query']) == 420 and len(sp['train']) == 1680
+  assert names[sp['query'][0]] == 'agricultural/agricultural01.tif'
+  assert 'tenniscourt/tenniscourt96.tif' in [names[i] for i in sp['query']]
+
+
+def test_whurs19_protocol_sizes():
+  sizes = [50, 56, 50, 50, 51, 50, 53, 50, 53, 51, 55, 53, 50, 56, 50, 53,
+           54, 55, 55]
+  assert sum(sizes) == 1005
+  classes = [f'c{i:02d}' for i in range(19)]
+  names = [f'{c}/{k}.jpg' for c, n in zip(classes, sizes) for k in range(n)]
+  labels = np.repeat(np.arange(19), sizes)
+  sp = protocols.split(names, labels, classes, 'whurs19_ahcl')
+  assert len(sp['train']) == 505 and len(sp['query']) == 500
+
+
+def test_protocol_errors():
+  with pytest.raises(ValueError, match='Unknown split protocol'):
+    protocols.split(['a/1.jpg'], [0], ['a'], 'nope')
+  with pytest.raises(ValueError, match='expects 21 classes'):
+    protocols.split(['a/1.jpg', 'b/1.jpg'], [0, 1], ['a', 'b'], 'ucmd_dgssh')
+
+
+def test_inference_pads_and_counts_every_image_once(small_rsscn7):
+  s = sources.from_folder(small_rsscn7)
+  ids = np.arange(0, 140, 3)                       # 47 images
+  seen = []
+  for b in input_pipeline.inference(s, ids, global_batch=16,
+                                    image_size=32).as_numpy_iterator():
+    assert b['image'].shape == (16, 32, 32, 3) and b['image'].dtype == np.uint8
+    seen += b['index'][b['mask'] > 0].tolist()
+    assert (b['index'][b['mask'] == 0] == -1).all()
+  assert sorted(seen) == list(range(47))
+
+
+def test_train_round_order_epochs_and_skip(small_rsscn7):
+  s = sources.from_folder(small_rsscn7)
+  ids = np.array([5, 3, 9, 100, 7, 60, 61, 2, 1, 0])
+  rows = np.arange(10)
+  kw = dict(epochs=2, global_batch=4, image_size=32, augment_kind='flip_rot',
+            seed=3, round_index=1)
+  full = list(input_pipeline.train_round(s, ids, rows, **kw)
+              .as_numpy_iterator())
+  assert len(full) == 6                           # ceil(10/4) = 3 per epoch
+  order = np.concatenate([b['index'] for b in full])
+  np.testing.assert_array_equal(order[:12], list(range(10)) + [-1, -1])
+  np.testing.assert_array_equal(order[12:], order[:12])
+  tail = list(input_pipeline.train_round(s, ids, rows, skip_batches=4, **kw)
+              .as_numpy_iterator())
+  for a, b in zip(full[4:], tail):
+    np.testing.assert_array_equal(a['image'], b['image'])
+
+
+def test_tiff_and_png_decode(tmp_path):
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for cls, ext in (('a', '.tif'), ('b', '.png')):
+    (tmp_path / cls).mkdir()
+    for k in range(3):
+      Image.fromarray(rng.integers(0, 255, (20, 24, 3), np.uint8)).save(
+          tmp_path / cls / f'{k}{ext}')
+  s = sources.from_folder(tmp_path)
+  img = input_pipeline.decode(tf.constant(s.paths[0])).numpy()
+  want = np.asarray(Image.open(s.paths[0]))
+  np.testing.assert_array_equal(img, want)
+  img = input_pipeline.decode(tf.constant(s.paths[-1])).numpy()
+  np.testing.assert_array_equal(img, np.asarray(Image.open(s.paths[-1])))
+
+
+def test_tfds_dataset_from_local_data_dir(tmp_path, small_rsscn7):
+  """A real TFDS builder prepared in a local data_dir, loaded by name."""
+  import tensorflow_datasets as tfds
+  files = sorted(small_rsscn7.glob('*/*.jpg'))[::10]
+  classes = sorted({f.parent.name for f in files})
+
+  class HashjaxToyScenes(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(encoding_format='jpeg'),
+          'label': tfds.features.ClassLabel(names=classes)}))
+
+    def _split_generators(self, dl_manager):
+      return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i, f in enumerate(files):
+        yield i, {'image': str(f), 'label': f.parent.name}
+
+  data_dir = tmp_path / 'tfds'
+  HashjaxToyScenes(data_dir=str(data_dir)).download_and_prepare()
+  s = sources.from_tfds('hashjax_toy_scenes', data_dir=str(data_dir),
+                        cache_dir=str(tmp_path / 'cache'))
+  assert len(s) == len(files) and s.class_names == classes
+  np.testing.assert_array_equal(
+      s.primary_labels, [classes.index(f.parent.name) for f in files])
+  with pytest.raises(FileNotFoundError, match='not prepared'):
+    sources.from_tfds('hashjax_toy_scenes', data_dir=str(tmp_path / 'empty'),
+                      cache_dir=str(tmp_path / 'cache2'))

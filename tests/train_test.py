@@ -1,0 +1,130 @@
+"""End to end: tiny AHCL run on real images, resume after a kill, NaN stop."""
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import ahcl as ahcl_config
+from hashjax import checkpoint
+from hashjax import parallel
+from hashjax import train
+from tests.conftest import REPO
+
+
+def _config(root, **overrides):
+  c = ahcl_config.get_config('runlocal,bits=16')
+  c.data.name = 'folder'
+  c.data.root = str(root)
+  c.train.checkpoint_every = 2
+  c.eval.topk = (10,)
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+def _restore(workdir, config):
+  mngr = checkpoint.manager(str(workdir), 2)
+  step = mngr.latest_step()
+  state, _ = checkpoint.restore_latest(mngr, _template(config))
+  mngr.close()
+  return step, state
+
+
+def _template(config):
+  from hashjax import methods, optim
+  from hashjax.data import sources
+  s = sources.load(config.data)
+  method = methods.get(config.method)
+  model = method.make_model(config, len(s.class_names))
+  tx, _ = optim.make(config.optim, 8, 4)
+  n = int(round(len(s) * 0.8))
+  return train.init_state(config, model, method, tx, {
+      'num_train': n, 'train_labels': s.labels[:n]})
+
+
+def test_train_and_evaluate_writes_results(small_rsscn7, tmp_path):
+  results = train.run(_config(small_rsscn7), str(tmp_path))
+  saved = json.loads((tmp_path / 'results.json').read_text())
+  assert saved['metrics']['map@all'] == results['metrics']['map@all']
+  assert saved['steps'] == 8 and saved['metrics']['num_queries'] == 28
+  assert 0.0 < saved['metrics']['map@all'] <= 1.0
+  assert (tmp_path / 'pr_curve.png').stat().st_size > 1000
+  assert list((tmp_path).glob('events.out.tfevents*'))
+  _, state = _restore(tmp_path, _config(small_rsscn7))
+  v = np.asarray(state.method_state['V'])
+  assert set(np.unique(v)) == {-1.0, 1.0}     # DCC ran: V is a +-1 bank.
+
+
+def test_resume_after_kill_equals_uninterrupted(small_rsscn7, tmp_path,
+                                                monkeypatch):
+  config = _config(small_rsscn7)
+  full = train.run(config, str(tmp_path / 'full'))
+
+  calls = {'n': 0}
+  real = parallel.global_batch
+
+  def killed_at_step_7(batch, mesh):
+    calls['n'] += 1
+    if calls['n'] == 7:                     # after the checkpoint at step 6
+      raise KeyboardInterrupt('simulated kill')
+    return real(batch, mesh)
+
+  monkeypatch.setattr(parallel, 'global_batch', killed_at_step_7)
+  with pytest.raises(KeyboardInterrupt):
+    train.run(config, str(tmp_path / 'resumed'))
+  step, _ = _restore(tmp_path / 'resumed', config)
+  assert step == 6
+  monkeypatch.setattr(parallel, 'global_batch', real)
+  resumed = train.run(config, str(tmp_path / 'resumed'))
+  for k, v in full['metrics'].items():
+    if isinstance(v, float):
+      assert resumed['metrics'][k] == pytest.approx(v, abs=1e-6), k
+  _, a = _restore(tmp_path / 'full', config)
+  _, b = _restore(tmp_path / 'resumed', config)
+  np.testing.assert_array_equal(a.method_state['V'], b.method_state['V'])
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(small_rsscn7, tmp_path):
+  config = _config(small_rsscn7, **{'loss.gamma': float('nan')})
+  with pytest.raises(train.NonFiniteLossError, match='at step 1.*none'):
+    train.run(config, str(tmp_path))
+
+
+def test_workdir_refuses_a_different_config(small_rsscn7, tmp_path):
+  train._check_config(str(tmp_path), _config(small_rsscn7))
+  with pytest.raises(ValueError, match='differs in: bits'):
+    train._check_config(str(tmp_path), _config(small_rsscn7, bits=32))
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, '-m', 'hashjax.main', *args],
+                        capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--config.bitz=3'], 'bitz'),
+    (['--config.bits=abc'], 'bits'),
+    (['--config.data.name=folder', '--config.data.root=/does/not/exist'],
+     '/does/not/exist'),
+])
+def test_cli_errors_name_the_problem(args, message):
+  out = _cli('--config=configs/ahcl.py:runlocal', '--workdir=/tmp/unused_wd',
+             *args)
+  assert out.returncode != 0
+  assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr
+
+
+def test_config_arg_string():
+  c = ahcl_config.get_config('bits=32,released')
+  assert c.bits == 32 and c.train.rounds == 30 and c.input.image_size == 224
+  with pytest.raises(ValueError, match='Unknown config argument'):
+    ahcl_config.get_config('bitz=3')
