@@ -221,7 +221,8 @@ def run(config, workdir):
         print(f'step {step}/{total_steps} round {round_index + 1}/'
               f'{config.train.rounds} | loss {float(metrics["loss"]):.4f} '
               f'({terms}) lr {float(metrics["lr"]):.2e} | {rate:.1f} img/s | '
-              f'ETA {_fmt_time(sec_per_step * (total_steps - step))}',
+              f'{_fmt_time(time.time() - t_start)} elapsed, ETA '
+              f'{_fmt_time(sec_per_step * (total_steps - step))}',
               flush=True)
       if (step % config.train.checkpoint_every == 0 and
           step % steps_per_round):
