@@ -1,0 +1,85 @@
+"""The method contract, per method (one parameterised case each)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import ahcl as ahcl_config
+from hashjax import methods
+
+
+def _outputs_and_batch(n=12, bits=8, classes=3, b=4, seed=0):
+  rng = np.random.default_rng(seed)
+  labels = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, n)]
+  batch = {'label': jnp.asarray(labels[:b]),
+           'index': jnp.array([0, 1, 2, -1], jnp.int32),
+           'mask': jnp.array([1., 1, 1, 0])}
+  outputs = {'u': jnp.tanh(jnp.asarray(rng.normal(size=(b, bits)),
+                                       jnp.float32)),
+             'logits': jnp.asarray(rng.normal(size=(b, classes)), jnp.float32)}
+  return labels, outputs, batch
+
+
+@pytest.mark.parametrize('name,get_config', [('ahcl', ahcl_config.get_config)])
+def test_method_contract(name, get_config):
+  config = get_config('bits=8')
+  method = methods.get(name)
+  labels, outputs, batch = _outputs_and_batch()
+  kw = config.loss.to_dict()
+  state = method.init_state(config, {'num_train': 12, 'train_labels': labels})
+  state = method.start_round(state, jnp.ones(12), **kw)
+  state = method.end_round(state, **kw)            # V from U = 0: still +-1
+  loss, metrics = method.loss_fn(outputs, batch, state, **kw)
+  assert np.isfinite(float(loss)) and all(
+      np.isfinite(float(v)) for v in metrics.values())
+  grad = jax.grad(lambda u: method.loss_fn(dict(outputs, u=u), batch, state,
+                                           **kw)[0])(outputs['u'])
+  assert np.all(np.isfinite(grad)) and np.any(grad != 0)
+  state = method.update_state(state, outputs, batch, **kw)
+  state = method.end_round(state, **kw)
+  if method.DATABASE_CODES == 'bank':
+    codes = np.asarray(method.database_codes(state))
+    assert codes.shape == (12, 8) and set(np.unique(codes)) <= {-1.0, 1.0}
+
+
+def test_ahcl_update_state_writes_rows_and_drops_padding():
+  config = ahcl_config.get_config('bits=8')
+  method = methods.get('ahcl')
+  labels, outputs, batch = _outputs_and_batch()
+  state = method.init_state(config, {'num_train': 12, 'train_labels': labels})
+  state = method.update_state(state, outputs, batch)
+  u = np.asarray(state['U'])
+  np.testing.assert_array_equal(u[:3], np.asarray(outputs['u'])[:3])
+  assert not u[3:].any()                 # the padded row (-1) is dropped.
+
+
+def test_ahcl_start_round_resets_u_and_sets_r():
+  config = ahcl_config.get_config('bits=8')
+  method = methods.get('ahcl')
+  labels = np.eye(2, dtype=np.float32)[[0, 0, 1, 1]]
+  state = method.init_state(config, {'num_train': 4, 'train_labels': labels})
+  state = dict(state, U=jnp.ones((4, 8)))
+  state = method.start_round(state, jnp.array([1., 1, 0, 0]),
+                             soft_similarity=True)
+  assert not np.asarray(state['U']).any()
+  # rows 0,1 (class 0) vs 4 items: 4 similar pairs of 8 -> r = 1.
+  assert float(state['r']) == pytest.approx(1.0)
+  state = method.start_round(state, jnp.ones(4), soft_similarity=False)
+  assert float(state['r']) == 1.0
+
+
+def test_ahcl_zero_bank_gives_no_pair_gradient():
+  """V = 0 (round 0): the pair term has no gradient (spec §1.7)."""
+  config = ahcl_config.get_config('bits=8')
+  method = methods.get('ahcl')
+  labels, outputs, batch = _outputs_and_batch()
+  state = method.init_state(config, {'num_train': 12, 'train_labels': labels})
+  kw = dict(config.loss.to_dict(), lam=0.0, gamma=0.0)
+  grad = jax.grad(lambda u: method.loss_fn(dict(outputs, u=u), batch, state,
+                                           **kw)[0])(outputs['u'])
+  np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_unknown_method():
+  with pytest.raises(ValueError, match='Unknown method'):
+    methods.get('nope')
