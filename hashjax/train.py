@@ -179,57 +179,59 @@ def run(config, workdir):
 
   step = int(state.step)
   t_train, images_seen, window = time.time(), 0, None
-  for round_index in range(step // steps_per_round, config.train.rounds):
-    sample = round_sample(config.seed, round_index, n, m)
-    done_in_round = step - round_index * steps_per_round
-    if done_in_round == 0:
-      in_round = np.zeros(n, np.float32)
-      in_round[sample] = 1.0
-      state = start_round(state, jnp.asarray(in_round))
-    ds = input_pipeline.train_round(
-        image_set, train_ids[sample], sample,
-        epochs=config.train.epochs_per_round, global_batch=batch,
-        image_size=config.input.image_size,
-        resize_size=config.input.resize_size,
-        augment_kind=config.input.augment, seed=config.seed,
-        round_index=round_index, skip_batches=done_in_round,
-        prefetch=config.input.prefetch)
-    for host_batch in ds.as_numpy_iterator():
-      state, metrics = train_step(state, parallel.global_batch(host_batch,
-                                                               mesh))
-      step += 1
-      metrics = jax.device_get(metrics)
-      if not np.isfinite(metrics['loss']):
-        last = mngr.latest_step()
-        raise NonFiniteLossError(
-            f'Non-finite loss {metrics["loss"]} at step {step}. Last finite '
-            f'checkpoint: {f"step {last}" if last is not None else "none"} in '
-            f'{workdir}/checkpoints. Lower optim.lr or check the data.')
-      if window is None:   # the first step includes compilation.
-        window = (time.time(), step, 0)
-        print(f'step {step}/{total_steps}: compiled and ran the first step in '
-              f'{time.time() - t_train:.1f}s', flush=True)
-      images_seen += int(host_batch['mask'].sum()) * jax.process_count()
-      if step % config.train.log_every == 0 or step == total_steps:
-        t0, s0, i0 = window
-        rate = (images_seen - i0) / max(time.time() - t0, 1e-9)
-        sec_per_step = (time.time() - t0) / max(step - s0, 1)
-        writer.write_scalars(step, {f'train/{k}': float(v)
-                                    for k, v in metrics.items()})
-        terms = ' '.join(f'{k} {float(v):.4g}' for k, v in sorted(
-            metrics.items()) if k not in ('loss', 'lr', 'grad_norm'))
-        print(f'step {step}/{total_steps} round {round_index + 1}/'
-              f'{config.train.rounds} | loss {float(metrics["loss"]):.4f} '
-              f'({terms}) lr {float(metrics["lr"]):.2e} | {rate:.1f} img/s | '
-              f'{_fmt_time(time.time() - t_start)} elapsed, ETA '
-              f'{_fmt_time(sec_per_step * (total_steps - step))}',
-              flush=True)
-      if (step % config.train.checkpoint_every == 0 and
-          step % steps_per_round):
-        checkpoint.save(mngr, state)
-    state = end_round(state)
-    checkpoint.save(mngr, state)
-  mngr.wait_until_finished()
+  try:
+    for round_index in range(step // steps_per_round, config.train.rounds):
+      sample = round_sample(config.seed, round_index, n, m)
+      done_in_round = step - round_index * steps_per_round
+      if done_in_round == 0:
+        in_round = np.zeros(n, np.float32)
+        in_round[sample] = 1.0
+        state = start_round(state, jnp.asarray(in_round))
+      ds = input_pipeline.train_round(
+          image_set, train_ids[sample], sample,
+          epochs=config.train.epochs_per_round, global_batch=batch,
+          image_size=config.input.image_size,
+          resize_size=config.input.resize_size,
+          augment_kind=config.input.augment, seed=config.seed,
+          round_index=round_index, skip_batches=done_in_round,
+          prefetch=config.input.prefetch)
+      for host_batch in ds.as_numpy_iterator():
+        state, metrics = train_step(state, parallel.global_batch(host_batch,
+                                                                 mesh))
+        step += 1
+        metrics = jax.device_get(metrics)
+        if not np.isfinite(metrics['loss']):
+          last = mngr.latest_step()
+          raise NonFiniteLossError(
+              f'Non-finite loss {metrics["loss"]} at step {step}. Last finite '
+              f'checkpoint: {f"step {last}" if last is not None else "none"} in '
+              f'{workdir}/checkpoints. Lower optim.lr or check the data.')
+        if window is None:   # the first step includes compilation.
+          window = (time.time(), step, 0)
+          print(f'step {step}/{total_steps}: compiled and ran the first step in '
+                f'{time.time() - t_train:.1f}s', flush=True)
+        images_seen += int(host_batch['mask'].sum()) * jax.process_count()
+        if step % config.train.log_every == 0 or step == total_steps:
+          t0, s0, i0 = window
+          rate = (images_seen - i0) / max(time.time() - t0, 1e-9)
+          sec_per_step = (time.time() - t0) / max(step - s0, 1)
+          writer.write_scalars(step, {f'train/{k}': float(v)
+                                      for k, v in metrics.items()})
+          terms = ' '.join(f'{k} {float(v):.4g}' for k, v in sorted(
+              metrics.items()) if k not in ('loss', 'lr', 'grad_norm'))
+          print(f'step {step}/{total_steps} round {round_index + 1}/'
+                f'{config.train.rounds} | loss {float(metrics["loss"]):.4f} '
+                f'({terms}) lr {float(metrics["lr"]):.2e} | {rate:.1f} img/s | '
+                f'{_fmt_time(time.time() - t_start)} elapsed, ETA '
+                f'{_fmt_time(sec_per_step * (total_steps - step))}',
+                flush=True)
+        if (step % config.train.checkpoint_every == 0 and
+            step % steps_per_round):
+          checkpoint.save(mngr, state)
+      state = end_round(state)
+      checkpoint.save(mngr, state)
+  finally:
+    mngr.wait_until_finished()   # on Ctrl-C too: finish an in-flight save.
   train_seconds = time.time() - t_train
 
   t_eval = time.time()

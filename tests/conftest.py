@@ -18,7 +18,7 @@ BUNDLED = REPO / 'hashjax' / 'data' / 'bundled' / 'rsscn7_64'
 def small_rsscn7(tmp_path_factory):
   """7 classes x 20 real images copied from the bundled RSSCN7 data."""
   root = tmp_path_factory.mktemp('rsscn7_small')
-  for cls in sorted(p.name for p in BUNDLED.iterdir()):
+  for cls in sorted(p.name for p in BUNDLED.iterdir() if p.is_dir()):
     (root / cls).mkdir()
     for f in sorted((BUNDLED / cls).iterdir())[:20]:
       shutil.copy(f, root / cls / f.name)

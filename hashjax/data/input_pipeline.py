@@ -19,6 +19,7 @@ _TIFF = ('.tif', '.tiff')
 
 
 def _read_tiff(path):
+  path = path.item() if isinstance(path, np.ndarray) else path
   with Image.open(path.decode()) as im:
     return np.asarray(im.convert('RGB'), np.uint8)
 
