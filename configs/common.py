@@ -68,7 +68,6 @@ def model_config(encoder='resnet50'):
   return ml_collections.ConfigDict(dict(
       encoder=encoder,                       # resnet50 | resnet_tiny
       pretrained='resnet50_keras_imagenet',  # weight name or path; '' = none
-      init_from='',      # a hashjax workdir/checkpoint to start from.
       bn_momentum=0.9,
   ))
 

@@ -108,7 +108,8 @@ def _check_config(workdir, config):
   path = os.path.join(workdir, 'config.json')
   current = json.loads(config.to_json_best_effort(sort_keys=True))
   if os.path.exists(path):
-    saved = json.load(open(path))
+    with open(path) as f:
+      saved = json.load(f)
     if saved != current:
       diff = sorted(k for k in set(saved) | set(current)
                     if saved.get(k) != current.get(k))
@@ -178,24 +179,30 @@ def run(config, workdir):
   start_round, end_round = hook(method.start_round), hook(method.end_round)
 
   step = int(state.step)
+  first_round = step // steps_per_round
+
+  def rounds():   # (round, ImageSet ids, database rows), consumed lazily.
+    for r in range(first_round, config.train.rounds):
+      sample = round_sample(config.seed, r, n, m)
+      yield r, train_ids[sample], sample
+
+  batches = input_pipeline.train(
+      image_set, rounds(),
+      epochs=config.train.epochs_per_round, global_batch=batch,
+      image_size=config.input.image_size,
+      resize_size=config.input.resize_size, augment_kind=config.input.augment,
+      seed=config.seed, skip_batches=step - first_round * steps_per_round,
+      prefetch=config.input.prefetch).as_numpy_iterator()
   t_train, images_seen, window = time.time(), 0, None
   try:
-    for round_index in range(step // steps_per_round, config.train.rounds):
-      sample = round_sample(config.seed, round_index, n, m)
+    for round_index in range(first_round, config.train.rounds):
       done_in_round = step - round_index * steps_per_round
       if done_in_round == 0:
         in_round = np.zeros(n, np.float32)
-        in_round[sample] = 1.0
+        in_round[round_sample(config.seed, round_index, n, m)] = 1.0
         state = start_round(state, jnp.asarray(in_round))
-      ds = input_pipeline.train_round(
-          image_set, train_ids[sample], sample,
-          epochs=config.train.epochs_per_round, global_batch=batch,
-          image_size=config.input.image_size,
-          resize_size=config.input.resize_size,
-          augment_kind=config.input.augment, seed=config.seed,
-          round_index=round_index, skip_batches=done_in_round,
-          prefetch=config.input.prefetch)
-      for host_batch in ds.as_numpy_iterator():
+      for _ in range(steps_per_round - done_in_round):
+        host_batch = next(batches)
         state, metrics = train_step(state, parallel.global_batch(host_batch,
                                                                  mesh))
         step += 1

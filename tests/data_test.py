@@ -115,22 +115,28 @@ def test_inference_pads_and_counts_every_image_once(small_rsscn7):
   assert sorted(seen) == list(range(47))
 
 
-def test_train_round_order_epochs_and_skip(small_rsscn7):
+def test_train_rounds_order_epochs_and_skip(small_rsscn7):
   s = sources.from_folder(small_rsscn7)
   ids = np.array([5, 3, 9, 100, 7, 60, 61, 2, 1, 0])
   rows = np.arange(10)
+  rounds = [(0, ids, rows), (1, ids[::-1], rows[::-1])]
   kw = dict(epochs=2, global_batch=4, image_size=32, augment_kind='flip_rot',
-            seed=3, round_index=1)
-  full = list(input_pipeline.train_round(s, ids, rows, **kw)
-              .as_numpy_iterator())
-  assert len(full) == 6                           # ceil(10/4) = 3 per epoch
+            seed=3)
+  full = list(input_pipeline.train(s, rounds, **kw).as_numpy_iterator())
+  assert len(full) == 12                # 2 rounds x 2 epochs x ceil(10/4)
   order = np.concatenate([b['index'] for b in full])
-  np.testing.assert_array_equal(order[:12], list(range(10)) + [-1, -1])
-  np.testing.assert_array_equal(order[12:], order[:12])
-  tail = list(input_pipeline.train_round(s, ids, rows, skip_batches=4, **kw)
+  one_epoch = list(range(10)) + [-1, -1]
+  np.testing.assert_array_equal(order[:24], one_epoch * 2)
+  np.testing.assert_array_equal(order[24:36], one_epoch[9::-1] + [-1, -1])
+  # Resume 4 batches into round 1: the same images, augmentation included.
+  tail = list(input_pipeline.train(s, rounds[1:], skip_batches=4, **kw)
               .as_numpy_iterator())
-  for a, b in zip(full[4:], tail):
+  assert len(tail) == 2
+  for a, b in zip(full[10:], tail):
     np.testing.assert_array_equal(a['image'], b['image'])
+  # The second epoch sees the same images with fresh augmentation.
+  np.testing.assert_array_equal(full[0]['index'], full[3]['index'])
+  assert not np.array_equal(full[0]['image'], full[3]['image'])
 
 
 def test_tiff_and_png_decode(tmp_path):

@@ -116,8 +116,8 @@ def _cli(*args):
     (['--config.data.name=folder', '--config.data.root=/does/not/exist'],
      '/does/not/exist'),
 ])
-def test_cli_errors_name_the_problem(args, message):
-  out = _cli('--config=configs/ahcl.py:runlocal', '--workdir=/tmp/unused_wd',
+def test_cli_errors_name_the_problem(args, message, tmp_path):
+  out = _cli('--config=configs/ahcl.py:runlocal', f'--workdir={tmp_path}',
              *args)
   assert out.returncode != 0
   assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr

@@ -141,6 +141,15 @@ def _check_k(k: Any, name: str) -> int:
   return int(k)
 
 
+def _as_ranked(ranked_rel: Any) -> np.ndarray:
+  """``ranked_rel`` as a 2-D boolean array, or a ValueError."""
+  ranked_rel = np.asarray(ranked_rel, bool)
+  if ranked_rel.ndim != 2:
+    raise ValueError(
+        f'ranked_rel must be 2-D [Q, N], got shape {ranked_rel.shape}.')
+  return ranked_rel
+
+
 def average_precision(ranked_rel: Any, k: int | None = None) -> np.ndarray:
   """Average precision of each query's ranking.
 
@@ -158,10 +167,7 @@ def average_precision(ranked_rel: Any, k: int | None = None) -> np.ndarray:
   Returns:
     ``float64`` array ``[Q]``.
   """
-  ranked_rel = np.asarray(ranked_rel, bool)
-  if ranked_rel.ndim != 2:
-    raise ValueError(
-        f'ranked_rel must be 2-D [Q, N], got shape {ranked_rel.shape}.')
+  ranked_rel = _as_ranked(ranked_rel)
   num_queries, num_db = ranked_rel.shape
   k = num_db if k is None else min(_check_k(k, 'k'), num_db)
   return _ap_from_terms(*_ap_terms(ranked_rel), num_queries, k)
@@ -178,10 +184,7 @@ def precision_at_k(ranked_rel: Any, k: int) -> np.ndarray:
   Returns:
     ``float64`` array ``[Q]``.
   """
-  ranked_rel = np.asarray(ranked_rel, bool)
-  if ranked_rel.ndim != 2:
-    raise ValueError(
-        f'ranked_rel must be 2-D [Q, N], got shape {ranked_rel.shape}.')
+  ranked_rel = _as_ranked(ranked_rel)
   k = min(_check_k(k, 'k'), ranked_rel.shape[1])
   return np.count_nonzero(ranked_rel[:, :k], axis=1) / k
 

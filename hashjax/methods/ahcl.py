@@ -19,13 +19,8 @@ import jax.numpy as jnp
 from hashjax import bank as bank_lib
 from hashjax.losses import pairwise
 from hashjax.losses import similarity
-from hashjax.methods import base
 
 DATABASE_CODES = 'bank'
-
-
-def make_model(config, num_classes):
-  return base.make_model(config, num_classes)
 
 
 def init_state(config, meta):

@@ -28,9 +28,9 @@ def load_pretrained(variables, model_config):
   if not model_config.pretrained:
     return variables
   if model_config.encoder != 'resnet50':
-    raise ValueError(f'No pretrained weights for encoder '
-                     f'{model_config.encoder!r}; set --config.model.pretrained=""'
-                     ' to train from scratch.')
+    raise ValueError(
+        f'No pretrained weights for encoder {model_config.encoder!r}; set '
+        '--config.model.pretrained="" to train from scratch.')
   path = weights.resolve(model_config.pretrained)
   loaded = weights.load_keras_resnet50(path, num_classes=None)
   return weights.load_into(variables, 'encoder', loaded, path)
