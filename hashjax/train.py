@@ -213,14 +213,16 @@ def run(config, workdir):
               f'Non-finite loss {metrics["loss"]} at step {step}. Last finite '
               f'checkpoint: {f"step {last}" if last is not None else "none"} in '
               f'{workdir}/checkpoints. Lower optim.lr or check the data.')
+        images_seen += int(host_batch['mask'].sum()) * jax.process_count()
         if window is None:   # the first step includes compilation.
-          window = (time.time(), step, 0)
+          window = (time.time(), step, images_seen)
           print(f'step {step}/{total_steps}: compiled and ran the first step in '
                 f'{time.time() - t_train:.1f}s', flush=True)
-        images_seen += int(host_batch['mask'].sum()) * jax.process_count()
         if step % config.train.log_every == 0 or step == total_steps:
           t0, s0, i0 = window
-          rate = (images_seen - i0) / max(time.time() - t0, 1e-9)
+          # The window starts after the first (compiling) step.
+          timed = step > s0
+          rate = ((images_seen - i0) / (time.time() - t0) if timed else 0.0)
           sec_per_step = (time.time() - t0) / max(step - s0, 1)
           writer.write_scalars(step, {f'train/{k}': float(v)
                                       for k, v in metrics.items()})
@@ -228,7 +230,8 @@ def run(config, workdir):
               metrics.items()) if k not in ('loss', 'lr', 'grad_norm'))
           print(f'step {step}/{total_steps} round {round_index + 1}/'
                 f'{config.train.rounds} | loss {float(metrics["loss"]):.4f} '
-                f'({terms}) lr {float(metrics["lr"]):.2e} | {rate:.1f} img/s | '
+                f'({terms}) lr {float(metrics["lr"]):.2e} | '
+                f'{f"{rate:.1f}" if timed else "-"} img/s | '
                 f'{_fmt_time(time.time() - t_start)} elapsed, ETA '
                 f'{_fmt_time(sec_per_step * (total_steps - step))}',
                 flush=True)
