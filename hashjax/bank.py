@@ -35,13 +35,9 @@ def similarity_transpose_times(labels_db, labels_rows, u, r):
     labels_db: [n, C]; labels_rows: [m, C]; u: [m, c] (zero rows ignored);
     r: soft-similarity ratio.
   Returns:
-    [n, c]. One-hot labels use S0^T U = Y_db (Y_rows^T U): O((n + m) C c).
+    [n, c], in bounded memory (similarity.similarity_t_matmul).
   """
-  one_hot = jnp.all(labels_rows.sum(1) == 1) & jnp.all(labels_db.sum(1) == 1)
-  factored = labels_db @ (labels_rows.T @ u)
-  s0t_u = jax.lax.cond(
-      one_hot, lambda: factored,
-      lambda: similarity.label_similarity(labels_db, labels_rows) @ u)
+  s0t_u = similarity.similarity_t_matmul(labels_rows, labels_db, u)
   return (1.0 + r) * s0t_u - r * u.sum(0, keepdims=True)
 
 

@@ -85,3 +85,23 @@ def test_cross_entropy_matches_log_softmax():
   ce1 = pairwise.softmax_cross_entropy(logits, labels, jnp.array([1., 0]))
   assert float(ce1) == pytest.approx(
       float(-jax.nn.log_softmax(logits)[0, 0]), rel=1e-6)
+
+
+def test_chunked_multi_hot_sums_match_dense(monkeypatch):
+  """Bounded-memory chunks (7 rows, not dividing m) give the dense result."""
+  monkeypatch.setattr(similarity, '_BLOCK_ENTRIES', 7 * 30)
+  rng = np.random.default_rng(1)
+  rows = (rng.random((23, 5)) < 0.3).astype(np.float32)
+  rows[:, 0] = 1 - rows[:, 1:].max(1)           # no empty label rows
+  db = (rng.random((30, 5)) < 0.3).astype(np.float32)
+  db[:, 0] = 1 - db[:, 1:].max(1)
+  assert not bool(similarity.is_one_hot(jnp.asarray(rows), jnp.asarray(db)))
+  s0 = (rows @ db.T > 0).astype(np.float64)
+  w = rng.random(23).astype(np.float32)
+  u = rng.normal(size=(23, 4)).astype(np.float32)
+  assert float(similarity.similar_pairs(rows, db, w)) == pytest.approx(
+      float(w @ s0.sum(1)), rel=1e-5)
+  np.testing.assert_allclose(similarity.similarity_t_matmul(rows, db, u),
+                             s0.T @ u, rtol=1e-5, atol=1e-5)
+  r = similarity.similar_ratio(rows, db)
+  assert float(r) == pytest.approx(s0.sum() / (1 - s0).sum(), rel=1e-5)
