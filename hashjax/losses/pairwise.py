@@ -1,4 +1,5 @@
 """Asymmetric inner-product regression against a database code bank (ADSH)."""
+import jax
 import jax.numpy as jnp
 
 
@@ -41,3 +42,35 @@ def softmax_cross_entropy(logits, labels, mask):
   logp = logp - jnp.log(jnp.sum(jnp.exp(logp), -1, keepdims=True))
   per = -(target * logp).sum(-1)
   return jnp.sum(per * mask) / jnp.maximum(mask.sum(), 1.0)
+
+
+def class_balanced_pairwise_nll(u, labels, mask=None, *,
+                                diagonal_gradient=False):
+  """Class-balanced DPSH loss inside the batch (DGSSH spec §1.4.1).
+
+  l_ij = log(1 + exp(theta_ij)) - s_ij theta_ij, theta_ij = u_i.u_j / 2.
+  Value: mean of l over similar off-diagonal pairs + mean over dissimilar
+  pairs (when both exist). `diagonal_gradient=True` reproduces the released
+  code, which subtracts the diagonal's value as a detached constant, so the
+  diagonal still pushes ||u_i|| up through its gradient.
+
+  Args:
+    u: [b, c] relaxed codes. labels: [b, C] multi-hot. mask: [b] or None.
+  """
+  b = u.shape[0]
+  mask = jnp.ones(b) if mask is None else mask
+  s = (labels @ labels.T > 0).astype(u.dtype)
+  theta = 0.5 * u @ u.T
+  nll = jax.nn.softplus(theta) - s * theta
+  valid = mask[:, None] * mask[None, :]
+  off = valid * (1.0 - jnp.eye(b))
+  n_pos = jnp.maximum(jnp.sum(s * off), 1.0)
+  n_neg = jnp.maximum(jnp.sum((1.0 - s) * off), 1.0)
+  total = n_pos + n_neg
+  w = jnp.where(s > 0, total / n_pos, total / n_neg)
+  pairs = jnp.maximum(total, 1.0)
+  value = jnp.sum(w * nll * off) / pairs
+  if not diagonal_gradient:
+    return value
+  diag = jnp.sum(w * nll * valid * jnp.eye(b)) / pairs
+  return value + diag - jax.lax.stop_gradient(diag)
