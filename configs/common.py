@@ -69,6 +69,7 @@ def model_config(encoder='resnet50'):
       encoder=encoder,                       # resnet50 | resnet_tiny
       pretrained='resnet50_keras_imagenet',  # weight name or path; '' = none
       bn_momentum=0.9,
+      drop_path_rate=0.1,   # Swin stochastic depth.
   ))
 
 

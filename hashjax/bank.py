@@ -78,3 +78,56 @@ def objective(bank, u, sim, rows, *, lam):
   c = u.shape[1]
   return (jnp.sum((u @ bank.T - c * sim) ** 2)
           + lam * jnp.sum((bank[rows] - u) ** 2))
+
+
+# Method hooks shared by the asymmetric methods (AHCL, DGSSH): V is a free
+# +-1 database-code bank (one row per training image), U collects the
+# round's network outputs, and one DCC sweep ends every round. See
+# hashjax/methods/base.py for the contract.
+
+
+def init_state(config, meta):
+  """V (zeros, or random +-1 with loss.v_init='random'), U, labels, r."""
+  n, bits = meta['num_train'], config.bits
+  if config.loss.v_init == 'zeros':
+    v = jnp.zeros((n, bits), jnp.float32)
+  elif config.loss.v_init == 'random':
+    key = jax.random.key(config.seed + 1)
+    v = jnp.where(jax.random.bernoulli(key, 0.5, (n, bits)), 1.0, -1.0)
+  else:
+    raise ValueError(f'loss.v_init must be zeros|random, got '
+                     f'{config.loss.v_init!r}.')
+  return {
+      'V': v,                                         # database codes.
+      'U': jnp.zeros((n, bits), jnp.float32),         # this round's outputs.
+      'labels': jnp.asarray(meta['train_labels'], jnp.float32),
+      'r': jnp.ones((), jnp.float32),                 # soft-S ratio.
+  }
+
+
+def update_state(state, outputs, batch, **unused):
+  """U[row] <- u for the batch's real samples (before this step's update)."""
+  del unused
+  n = state['U'].shape[0]
+  rows = jnp.where(batch['mask'] > 0, batch['index'], n)  # n: dropped.
+  return dict(state, U=state['U'].at[rows].set(outputs['u'], mode='drop'))
+
+
+def start_round(state, in_round, *, soft_similarity=True, **unused):
+  """Clears U; r over the round's (sample x database) block."""
+  del unused
+  r = (similarity.similar_ratio(state['labels'], state['labels'], in_round)
+       if soft_similarity else jnp.ones((), jnp.float32))
+  return dict(state, U=jnp.zeros_like(state['U']), r=r)
+
+
+def end_round(state, *, lam, **unused):
+  """One DCC sweep over the bits with quantization weight `lam`."""
+  del unused
+  v = dcc_update(state['V'], state['U'], state['labels'], state['labels'],
+                 state['r'], lam=lam)
+  return dict(state, V=v)
+
+
+def database_codes(state):
+  return state['V']

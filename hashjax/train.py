@@ -74,7 +74,7 @@ def init_state(config, model, method, tx, meta):
   size = config.input.image_size
   dummy = jnp.zeros((1, size, size, 3), jnp.uint8)
   variables = jax.jit(lambda k: model.init(k, dummy, train=False))(rng)
-  variables = encoders.load_pretrained(variables, config.model)
+  variables = encoders.load_pretrained(variables, config.model, model.encoder)
   params = variables['params']
   model_state = {k: v for k, v in variables.items() if k != 'params'}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,

@@ -105,3 +105,14 @@ def test_chunked_multi_hot_sums_match_dense(monkeypatch):
                              s0.T @ u, rtol=1e-5, atol=1e-5)
   r = similarity.similar_ratio(rows, db)
   assert float(r) == pytest.approx(s0.sum() / (1 - s0).sum(), rel=1e-5)
+
+
+def test_label_smoothing_matches_timm_definition():
+  """timm LabelSmoothingCrossEntropy: (1-e) nll + e mean_k(-log p_k)."""
+  logits = jnp.array([[2.0, 0.0, -1.0]])
+  labels = jnp.array([[0., 1, 0]])
+  logp = jax.nn.log_softmax(logits)[0]
+  want = 0.9 * -logp[1] + 0.1 * -logp.mean()
+  got = pairwise.softmax_cross_entropy(logits, labels, jnp.ones(1),
+                                       smoothing=0.1)
+  assert float(got) == pytest.approx(float(want), rel=1e-6)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from configs import ahcl as ahcl_config
+from configs import dgssh as dgssh_config
 from hashjax import methods
 
 
@@ -16,11 +17,13 @@ def _outputs_and_batch(n=12, bits=8, classes=3, b=4, seed=0):
            'mask': jnp.array([1., 1, 1, 0])}
   outputs = {'u': jnp.tanh(jnp.asarray(rng.normal(size=(b, bits)),
                                        jnp.float32)),
-             'logits': jnp.asarray(rng.normal(size=(b, classes)), jnp.float32)}
+             'logits': jnp.asarray(rng.normal(size=(b, classes)), jnp.float32),
+             'features': jnp.asarray(rng.normal(size=(b, 5)), jnp.float32)}
   return labels, outputs, batch
 
 
-@pytest.mark.parametrize('name,get_config', [('ahcl', ahcl_config.get_config)])
+@pytest.mark.parametrize('name,get_config', [
+    ('ahcl', ahcl_config.get_config), ('dgssh', dgssh_config.get_config)])
 def test_method_contract(name, get_config):
   config = get_config('bits=8')
   method = methods.get(name)

@@ -128,3 +128,13 @@ def test_config_arg_string():
   assert c.bits == 32 and c.train.rounds == 30 and c.input.image_size == 224
   with pytest.raises(ValueError, match='Unknown config argument'):
     ahcl_config.get_config('bitz=3')
+
+
+def test_dgssh_swin_runs_end_to_end(small_rsscn7, tmp_path):
+  from configs import dgssh as dgssh_config
+  c = dgssh_config.get_config('runlocal,bits=16')
+  c.data.name = 'folder'
+  c.data.root = str(small_rsscn7)
+  c.eval.topk = (10,)
+  results = train.run(c, str(tmp_path))
+  assert results['steps'] == 8 and 0.0 < results['metrics']['map@all'] <= 1.0

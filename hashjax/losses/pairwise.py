@@ -32,12 +32,15 @@ def asymmetric_loss(u, bank, sim, bank_rows, mask, *, lam, num_database):
                                          'quant': lam * quant * scale}
 
 
-def softmax_cross_entropy(logits, labels, mask):
+def softmax_cross_entropy(logits, labels, mask, smoothing=0.0):
   """Mean CE over real samples; multi-hot labels become a uniform target.
 
-  For single-label data this is PyTorch's CrossEntropyLoss (mean).
+  For single-label data this is PyTorch's CrossEntropyLoss (mean); with
+  `smoothing` = eps it is timm's LabelSmoothingCrossEntropy: target
+  (1 - eps) y + eps / K (DGSSH spec §1.4.3).
   """
   target = labels / jnp.maximum(labels.sum(-1, keepdims=True), 1.0)
+  target = (1.0 - smoothing) * target + smoothing / logits.shape[-1]
   logp = logits - jnp.max(logits, -1, keepdims=True)
   logp = logp - jnp.log(jnp.sum(jnp.exp(logp), -1, keepdims=True))
   per = -(target * logp).sum(-1)

@@ -26,7 +26,7 @@ DATABASE_CODES = 'encoder'
 
 
 def make_model(config, num_classes):
-  encoder, normalize = encoders.build(config.model)
+  encoder, normalize = encoders.build(config.model, config.input.image_size)
   return heads.HashModel(encoder=encoder, normalize=normalize,
                          bits=config.bits, num_classes=num_classes)
 

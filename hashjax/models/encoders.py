@@ -2,35 +2,58 @@
 import functools
 
 from hashjax.models import resnet
+from hashjax.models import swin
 from hashjax.models import weights
 
+# name: (module factory(image_size, model_config), normalize fn)
 ENCODERS = {
-    # name: (module factory, weight layout / normalisation)
-    'resnet50': (functools.partial(resnet.ResNet50, layout='keras'), 'keras'),
-    'resnet_tiny': (functools.partial(resnet.ResNetTiny, layout='keras'),
-                    'keras'),
+    'resnet50': (lambda size, c: resnet.ResNet50(
+        layout='keras', bn_momentum=c.bn_momentum),
+                 functools.partial(resnet.normalize, layout='keras')),
+    'resnet_tiny': (lambda size, c: resnet.ResNetTiny(
+        layout='keras', bn_momentum=c.bn_momentum),
+                    functools.partial(resnet.normalize, layout='keras')),
+    'swin_t': (lambda size, c: swin.SwinT(
+        img_size=size, drop_path_rate=c.drop_path_rate), swin.normalize),
+    'swin_s': (lambda size, c: swin.SwinS(
+        img_size=size, drop_path_rate=c.drop_path_rate), swin.normalize),
+    'swin_b': (lambda size, c: swin.SwinB(
+        img_size=size, drop_path_rate=c.drop_path_rate), swin.normalize),
+    'swin_tiny': (lambda size, c: swin.SwinTiny(
+        img_size=size, drop_path_rate=c.drop_path_rate), swin.normalize),
 }
 
 
-def build(model_config):
+def build(model_config, image_size):
   """Returns (encoder module, normalize fn) for `config.model`."""
   name = model_config.encoder
   if name not in ENCODERS:
     raise ValueError(f'Unknown encoder {name!r}; known: '
                      f'{", ".join(sorted(ENCODERS))}.')
-  factory, layout = ENCODERS[name]
-  encoder = factory(num_classes=None, bn_momentum=model_config.bn_momentum)
-  return encoder, functools.partial(resnet.normalize, layout=layout)
+  factory, normalize = ENCODERS[name]
+  return factory(image_size, model_config), normalize
 
 
-def load_pretrained(variables, model_config):
-  """Replaces the encoder's variables with `model_config.pretrained`."""
+def load_pretrained(variables, model_config, encoder):
+  """Replaces the encoder's variables with `model_config.pretrained`.
+
+  resnet50: a Keras ImageNet weight name or file (weights.resolve).
+  swin_*: a timm / official Microsoft checkpoint file (.pth or
+  .safetensors; swin_convert.load), relative-position tables resized to the
+  model's windows.
+  """
   if not model_config.pretrained:
     return variables
-  if model_config.encoder != 'resnet50':
+  name = model_config.encoder
+  if name == 'resnet50':
+    path = weights.resolve(model_config.pretrained)
+    loaded = weights.load_keras_resnet50(path, num_classes=None)
+  elif name.startswith('swin_') and name != 'swin_tiny':
+    from hashjax.models import swin_convert  # pylint: disable=g-import-not-at-top
+    path = weights.resolve(model_config.pretrained)
+    loaded = {'params': swin_convert.load(path, encoder)}
+  else:
     raise ValueError(
-        f'No pretrained weights for encoder {model_config.encoder!r}; set '
+        f'No pretrained weights for encoder {name!r}; set '
         '--config.model.pretrained="" to train from scratch.')
-  path = weights.resolve(model_config.pretrained)
-  loaded = weights.load_keras_resnet50(path, num_classes=None)
   return weights.load_into(variables, 'encoder', loaded, path)

@@ -1,0 +1,74 @@
+"""DGSSH: Deep Global Semantic Structure-preserving Hashing (Zhou et al.,
+ESWA 238, 2024), paper-intent mode.
+
+Spec: ../shared/specs/dgssh.md. Encoder (Swin-T in the paper; any hashjax
+encoder) -> tanh hash head u, classifier on u. Database codes V are a free
++-1 variable updated by one DCC sweep per round over the whole database
+(§1.5; the hooks and the DCC are AHCL's, hashjax/bank.py). The network loss
+(§1.4, §4 "paper intent"):
+
+  L = alpha * CE_ls(logits, y)                       label smoothing (§1.4.3)
+    + w_sim * L_sim(u)                               class-balanced DPSH (§1.4.1)
+    + w_quant * mean_i ||v_i - u_i||^2 / c           pull toward V (§1.4.2)
+    + w_asym * mean_ij (u_i.v_j - c S_ij)^2 / c^2    ADSH term, optional (§4)
+    + w_triplet * (L_triplet + lam_match * L_match)  corrective triplet (§1.4.4)
+
+The corrective triplet loss acts on L2-normalised features (the released
+code's space, d <= 2) or codes, with a margin below 2 (0.6, the value of the
+code's earlier version) and a differentiable L_match.
+
+Not here yet (issue 3): the `released` variant (triplet off, 1/(N B)
+scaling, epoch-granular AdamW schedule), class-balanced P x K sampling.
+"""
+import jax.numpy as jnp
+
+from hashjax import bank
+from hashjax.losses import metric
+from hashjax.losses import pairwise
+from hashjax.losses import similarity
+
+DATABASE_CODES = 'bank'
+
+
+def _embedding(outputs, space):
+  x = outputs['features'] if space == 'features' else outputs['u']
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def loss_fn(outputs, batch, state, *, alpha, label_smoothing, w_sim, w_quant,
+            w_asym, w_triplet, margin, lam_match, triplet_space='features',
+            match_grad=True, **unused):
+  """The paper-intent DGSSH objective (module docstring)."""
+  del unused
+  u, mask, labels = outputs['u'], batch['mask'], batch['label']
+  c = u.shape[-1]
+  v = state['V']
+  rows = jnp.clip(batch['index'], 0)
+  b = jnp.maximum(mask.sum(), 1.0)
+  ce = pairwise.softmax_cross_entropy(outputs['logits'], labels, mask,
+                                      smoothing=label_smoothing)
+  sim_loss = pairwise.class_balanced_pairwise_nll(u, labels, mask)
+  quant = jnp.sum(((v[rows] - u) ** 2).sum(-1) * mask) / (b * c)
+  terms = {'ce': ce, 'sim': sim_loss, 'quant': quant}
+  loss = alpha * ce + w_sim * sim_loss + w_quant * quant
+  if w_asym:
+    s = similarity.soft_similarity(
+        similarity.label_similarity(labels, state['labels']), state['r'])
+    _, parts = pairwise.asymmetric_loss(u, v, s, v[rows], mask, lam=0.0,
+                                        num_database=v.shape[0])
+    terms['asym'] = parts['pair'] / c ** 2
+    loss += w_asym * terms['asym']
+  if w_triplet:
+    ct, parts = metric.corrective_triplet_loss(
+        labels, _embedding(outputs, triplet_space), margin=margin,
+        lam=lam_match, mask=mask, match_grad=match_grad)
+    terms.update(triplet=parts['triplet'], match=parts['match'])
+    loss += w_triplet * ct
+  return loss, terms
+
+
+init_state = bank.init_state
+update_state = bank.update_state
+start_round = bank.start_round
+end_round = bank.end_round
+database_codes = bank.database_codes
