@@ -47,27 +47,11 @@ def get_config(arg=None):
     c.optim.update(name='sgd', lr=1e-3, momentum=0.0, weight_decay=5e-4,
                    schedule='piecewise', boundaries=(11, 21), decay=0.1)
   else:
-    # quick: fits 10 minutes on 2 CPU cores at 64 px. See README results.
-    # AdamW: the pair term's gradient is ~10x the CE's and spikes when V
-    # first appears (grad norm 1.7e3 at round 2); with SGD+momentum at 1e-3
-    # this wrecked the backbone (64-bit mAP 0.67), AdamW 1e-4 gave 0.88.
-    c.train.rounds = 8
-    c.train.epochs_per_round = 1
-    c.train.samples_per_round = 0
-    c.input.batch_size = 64
-    c.input.image_size = 64
-    c.input.augment = 'flip_rot'
-    c.optim.update(name='adamw', lr=1e-4, momentum=0.0, weight_decay=1e-4,
-                   schedule='cosine', boundaries=(), warmup_steps=10)
+    # quick: < 10 minutes on 2 CPU cores (README results). Why AdamW: the
+    # pair term's gradient spikes when V first appears (norm 1.7e3).
+    common.quick_cpu(c)
   c.eval.topk = (100,)
 
   if arg.runlocal:
-    c.model.encoder = 'resnet_tiny'
-    c.model.pretrained = ''
-    c.data.protocol = 'default'
-    c.input.batch_size = 16
-    c.input.image_size = 32
-    c.train.rounds = 2
-    c.train.samples_per_round = 64
-    c.train.log_every = 2
+    common.runlocal(c, 'resnet_tiny')
   return c

@@ -32,22 +32,10 @@ def get_config(arg=None):
   c.loss.triplet_space = 'features'
   c.loss.match_grad = True
 
-  c.train.rounds = 8             # one DCC sweep per epoch (§1.5).
-  c.train.epochs_per_round = 1
-  c.input.batch_size = 64
-  c.input.image_size = 64
-  c.input.augment = 'flip_rot'
-  c.optim.update(name='adamw', lr=1e-4, momentum=0.0, weight_decay=1e-4,
-                 schedule='cosine', boundaries=(), warmup_steps=10)
+  common.quick_cpu(c)            # one DCC sweep per epoch (§1.5).
   if arg.swin:
     c.model.encoder = 'swin_t'
     c.model.pretrained = ''
   if arg.runlocal:
-    c.model.encoder = 'swin_tiny'
-    c.model.pretrained = ''
-    c.input.batch_size = 16
-    c.input.image_size = 32
-    c.train.rounds = 2
-    c.train.samples_per_round = 64
-    c.train.log_every = 2
+    common.runlocal(c, 'swin_tiny')
   return c
