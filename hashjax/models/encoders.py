@@ -5,22 +5,25 @@ from hashjax.models import resnet
 from hashjax.models import swin
 from hashjax.models import weights
 
+
+def _resnet(factory):
+  return lambda size, c: factory(layout='keras', bn_momentum=c.bn_momentum)
+
+
+def _swin(factory):
+  return lambda size, c: factory(img_size=size,
+                                 drop_path_rate=c.drop_path_rate)
+
+
+_KERAS = functools.partial(resnet.normalize, layout='keras')
+
 # name: (module factory(image_size, model_config), normalize fn)
 ENCODERS = {
-    'resnet50': (lambda size, c: resnet.ResNet50(
-        layout='keras', bn_momentum=c.bn_momentum),
-                 functools.partial(resnet.normalize, layout='keras')),
-    'resnet_tiny': (lambda size, c: resnet.ResNetTiny(
-        layout='keras', bn_momentum=c.bn_momentum),
-                    functools.partial(resnet.normalize, layout='keras')),
-    'swin_t': (lambda size, c: swin.SwinT(
-        img_size=size, drop_path_rate=c.drop_path_rate), swin.normalize),
-    'swin_s': (lambda size, c: swin.SwinS(
-        img_size=size, drop_path_rate=c.drop_path_rate), swin.normalize),
-    'swin_b': (lambda size, c: swin.SwinB(
-        img_size=size, drop_path_rate=c.drop_path_rate), swin.normalize),
-    'swin_tiny': (lambda size, c: swin.SwinTiny(
-        img_size=size, drop_path_rate=c.drop_path_rate), swin.normalize),
+    'resnet50': (_resnet(resnet.ResNet50), _KERAS),
+    'resnet_tiny': (_resnet(resnet.ResNetTiny), _KERAS),
+    **{name: (_swin(factory), swin.normalize) for name, factory in (
+        ('swin_t', swin.SwinT), ('swin_s', swin.SwinS),
+        ('swin_b', swin.SwinB), ('swin_tiny', swin.SwinTiny))},
 }
 
 
