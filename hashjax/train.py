@@ -68,13 +68,19 @@ def make_train_step(model, method, tx, lr_fn, loss_kw):
   return train_step
 
 
-def init_state(config, model, method, tx, meta):
-  """A fresh TrainState: initialised model + pretrained encoder weights."""
+def init_state(config, model, method, tx, meta, pretrained=True):
+  """A fresh TrainState: initialised model + pretrained encoder weights.
+
+  pretrained=False skips reading the weight file: for a template that a
+  checkpoint restore overwrites anyway.
+  """
   rng = jax.random.key(config.seed)
   size = config.input.image_size
   dummy = jnp.zeros((1, size, size, 3), jnp.uint8)
   variables = jax.jit(lambda k: model.init(k, dummy, train=False))(rng)
-  variables = encoders.load_pretrained(variables, config.model, model.encoder)
+  if pretrained:
+    variables = encoders.load_pretrained(variables, config.model,
+                                         model.encoder)
   params = variables['params']
   model_state = {k: v for k, v in variables.items() if k != 'params'}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -161,8 +167,10 @@ def run(config, workdir):
     print(f'Skipped {len(image_set.skipped)} unreadable image(s) '
           '(data.skip_bad_images=True); listed in results.json.')
 
-  state = init_state(config, model, method, tx, meta)
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  resuming = mngr.latest_step() is not None
+  state = init_state(config, model, method, tx, meta,
+                     pretrained=not resuming)
   restored, _ = checkpoint.restore_latest(mngr, state)
   if restored is not None:
     state = restored
