@@ -4,14 +4,19 @@ Saving is called on every host (orbax coordinates); only complete
 checkpoints are listed, so a run killed mid-save resumes from the last
 complete one.
 """
+import os
+
 import jax
 import orbax.checkpoint as ocp
 
 
 def manager(workdir, keep):
+  # Orbax's array writer needs an absolute path; a relative one fails at the
+  # first save, in a background thread ("Checkpoint path should be
+  # absolute"), so `--workdir=runs/x` and the default ./runs/... need this.
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(
-      f'{workdir}/checkpoints', options=options)
+      os.path.join(os.path.abspath(workdir), 'checkpoints'), options=options)
 
 
 def save(mngr, state):

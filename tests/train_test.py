@@ -130,11 +130,15 @@ def test_config_arg_string():
     ahcl_config.get_config('bitz=3')
 
 
-def test_dgssh_swin_runs_end_to_end(small_rsscn7, tmp_path):
+def test_dgssh_swin_runs_end_to_end(small_rsscn7, tmp_path, monkeypatch):
   from configs import dgssh as dgssh_config
   c = dgssh_config.get_config('runlocal,bits=16')
   c.data.name = 'folder'
   c.data.root = str(small_rsscn7)
   c.eval.topk = (10,)
-  results = train.run(c, str(tmp_path))
+  # A relative workdir, as the CLI's default ./runs/...: orbax needs the
+  # checkpoint path made absolute.
+  monkeypatch.chdir(tmp_path)
+  results = train.run(c, 'runs/relative')
   assert results['steps'] == 8 and 0.0 < results['metrics']['map@all'] <= 1.0
+  assert (tmp_path / 'runs/relative/checkpoints/8').is_dir()
