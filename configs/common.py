@@ -66,8 +66,9 @@ def input_config(batch_size=64, image_size=64):
 
 def model_config(encoder='resnet50'):
   return ml_collections.ConfigDict(dict(
-      encoder=encoder,                       # resnet50 | resnet_tiny
-      pretrained='resnet50_keras_imagenet',  # weight name or path; '' = none
+      encoder=encoder,  # resnet50 | resnet50_tv | resnet18_tv | swin_t | ...
+      pretrained='resnet50_keras_imagenet',  # source weights; '' = none
+      init_from='',     # a file from `python -m hashjax.convert` instead.
       bn_momentum=0.9,
       drop_path_rate=0.1,   # Swin stochastic depth.
   ))

@@ -11,34 +11,9 @@ import pytest
 
 from hashjax.models import swin
 from hashjax.models import swin_convert
+from tests import torch_util
 
-# Keeps the torchvision op library alive (see _import_timm).
-_TORCHVISION_SHIM = []
-
-
-def _import_timm():
-  """Imports torch and timm, or skips the test.
-
-  The venv's torchvision is a CUDA build next to a CPU torch: its C++ ops are
-  missing, and importing it fails on the ``nms`` fake registration. Defining
-  the op schemas first lets ``import timm`` (which imports torchvision)
-  succeed; no test calls these ops.
-  """
-  torch = pytest.importorskip(
-      'torch', reason='torch not installed: timm parity tests skipped')
-  if not _TORCHVISION_SHIM:
-    try:
-      lib = torch.library.Library('torchvision', 'DEF')
-      lib.define('nms(Tensor dets, Tensor scores, float iou_threshold) '
-                 '-> Tensor')
-      lib.define('qnms(Tensor qdets, Tensor qscores, float iou_threshold) '
-                 '-> Tensor')
-      _TORCHVISION_SHIM.append(lib)
-    except RuntimeError:
-      pass  # Already defined (e.g. a working torchvision).
-  timm = pytest.importorskip(
-      'timm', reason='timm not installed: timm parity tests skipped')
-  return torch, timm
+_import_timm = torch_util.import_timm
 
 
 def _init(model, size, batch=1):

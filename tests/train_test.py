@@ -136,9 +136,27 @@ def test_dgssh_swin_runs_end_to_end(small_rsscn7, tmp_path, monkeypatch):
   c.data.name = 'folder'
   c.data.root = str(small_rsscn7)
   c.eval.topk = (10,)
+  # The encoder starts from a converted (random, timm-named) checkpoint.
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  from hashjax import convert
+  from hashjax.models import swin
+  from tests import swin_test
+  sd, params = swin_test._random_state_dict(swin.SwinTiny(), 32)
+  # Shifted so that they cannot coincide with the run's own random init.
+  sd = {k: v + 0.25 for k, v in sd.items()}
+  params = jax.tree.map(lambda v: v + 0.25, params)
+  save_file({k: np.ascontiguousarray(v) for k, v in sd.items()},
+            str(tmp_path / 'timm.safetensors'))
+  c.model.init_from = str(convert.convert(
+      'swin_tiny', str(tmp_path / 'timm.safetensors'),
+      str(tmp_path / 'swin_tiny_32.safetensors'), image_size=32)[0])
   # A relative workdir, as the CLI's default ./runs/...: orbax needs the
   # checkpoint path made absolute.
   monkeypatch.chdir(tmp_path)
   results = train.run(c, 'runs/relative')
   assert results['steps'] == 8 and 0.0 < results['metrics']['map@all'] <= 1.0
   assert (tmp_path / 'runs/relative/checkpoints/8').is_dir()
+  # The trainer's initial state holds the imported encoder, heads fresh.
+  initial = _template(c)
+  jax.tree.map(np.testing.assert_array_equal,
+               jax.device_get(initial.params['encoder']), params)

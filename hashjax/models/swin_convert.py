@@ -19,7 +19,6 @@ align_corners=False)`` on the (2W-1) x (2W-1) grid of each head).
 """
 
 import math
-import pathlib
 import re
 from typing import Any, Dict, Mapping, Tuple
 
@@ -29,15 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from hashjax.models import swin
+from hashjax.models import torch_io
 
 _BUFFERS = ('relative_position_index', 'attn_mask')
-
-
-def _to_numpy(v: Any) -> np.ndarray:
-  if hasattr(v, 'detach'):  # torch.Tensor, without importing torch.
-    v = v.detach().cpu().float().numpy() if v.is_floating_point() else (
-        v.detach().cpu().numpy())
-  return np.asarray(v)
 
 
 def _timm_positions(src: int, dst: int) -> np.ndarray:
@@ -119,17 +112,9 @@ def resize_rel_pos_bias_table(table: np.ndarray, window: Tuple[int, int],
 
 
 def _unwrap(state_dict: Mapping[str, Any]) -> Dict[str, np.ndarray]:
-  """Drops wrappers ('model', 'state_dict') and buffers; numpy values."""
-  for wrapper in ('model', 'state_dict'):
-    inner = state_dict.get(wrapper) if hasattr(state_dict, 'get') else None
-    if isinstance(inner, Mapping):
-      state_dict = inner
-  out = {}
-  for k, v in state_dict.items():
-    if any(b in k for b in _BUFFERS):
-      continue
-    out[k] = _to_numpy(v)
-  return out
+  """torch_io.unwrap, without the buffers the model recomputes."""
+  return {k: v for k, v in torch_io.unwrap(state_dict).items()
+          if not any(b in k for b in _BUFFERS)}
 
 
 def to_timm_layout(state_dict: Mapping[str, Any]) -> Dict[str, np.ndarray]:
@@ -233,16 +218,4 @@ def load(path: Any, model: swin.Swin, resize: str = 'timm') -> Dict[str, Any]:
   Returns:
     params pytree for ``model``.
   """
-  path = pathlib.Path(path)
-  if path.suffix == '.safetensors':
-    # pylint: disable-next=g-import-not-at-top
-    from safetensors.numpy import load_file
-    return from_timm(load_file(str(path)), model, resize)
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        f'Reading {path} needs torch, which is not installed; convert the '
-        'checkpoint to .safetensors instead.') from e
-  state_dict = torch.load(str(path), map_location='cpu', weights_only=True)
-  return from_timm(state_dict, model, resize)
+  return from_timm(torch_io.read_state_dict(path), model, resize)
