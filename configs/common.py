@@ -101,6 +101,8 @@ def train_config(rounds=1, epochs_per_round=1, samples_per_round=0):
       rounds=rounds,
       epochs_per_round=epochs_per_round,
       samples_per_round=samples_per_round,
+      sampler='random',       # random | class_balanced (groups of class_group)
+      class_group=4,          # class_balanced: images per class in a group.
       log_every=10,
       checkpoint_every=100,   # steps; a checkpoint also ends every round.
       keep_checkpoints=2,

@@ -167,14 +167,16 @@ def test_tfds_dataset_from_local_data_dir(tmp_path, small_rsscn7):
     def _info(self):
       return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
           'image': tfds.features.Image(encoding_format='jpeg'),
-          'label': tfds.features.ClassLabel(names=classes)}))
+          'label': tfds.features.ClassLabel(names=classes),
+          'filename': tfds.features.Text()}))
 
     def _split_generators(self, dl_manager):
       return {'train': self._generate_examples()}
 
     def _generate_examples(self):
       for i, f in enumerate(files):
-        yield i, {'image': str(f), 'label': f.parent.name}
+        yield i, {'image': str(f), 'label': f.parent.name,
+                  'filename': f.name}
 
   data_dir = tmp_path / 'tfds'
   HashjaxToyScenes(data_dir=str(data_dir)).download_and_prepare()
@@ -187,6 +189,10 @@ def test_tfds_dataset_from_local_data_dir(tmp_path, small_rsscn7):
   got = [source[open(p, 'rb').read()] for p in s.paths]
   np.testing.assert_array_equal(s.primary_labels, got)
   assert sorted(got) == sorted(source.values())
+  # The dataset's own file names survive the export (protocols use them).
+  by_content = {f.read_bytes(): f.stem for f in files}
+  for path, name in zip(s.paths, s.names):
+    assert name.endswith('_' + by_content[open(path, 'rb').read()] + '.jpg')
   with pytest.raises(FileNotFoundError, match='not prepared'):
     sources.from_tfds('hashjax_toy_scenes', data_dir=str(tmp_path / 'empty'),
                       cache_dir=str(tmp_path / 'cache2'))

@@ -22,10 +22,13 @@ def _outputs_and_batch(n=12, bits=8, classes=3, b=4, seed=0):
   return labels, outputs, batch
 
 
-@pytest.mark.parametrize('name,get_config', [
-    ('ahcl', ahcl_config.get_config), ('dgssh', dgssh_config.get_config)])
-def test_method_contract(name, get_config):
-  config = get_config('bits=8')
+@pytest.mark.parametrize('name,get_config,variant', [
+    ('ahcl', ahcl_config.get_config, ''),
+    ('dgssh', dgssh_config.get_config, ''),
+    ('dgssh', dgssh_config.get_config, ',released'),
+    ('dgssh', dgssh_config.get_config, ',released,triplet')])
+def test_method_contract(name, get_config, variant):
+  config = get_config('bits=8' + variant)
   method = methods.get(name)
   labels, outputs, batch = _outputs_and_batch()
   kw = config.loss.to_dict()
@@ -86,3 +89,34 @@ def test_ahcl_zero_bank_gives_no_pair_gradient():
 def test_unknown_method():
   with pytest.raises(ValueError, match='Unknown method'):
     methods.get('nope')
+
+
+def test_dgssh_released_loss_by_hand():
+  """alpha CE_ls + (L_sim + beta sum_i ||v_i - u_i||^2) / (N B), §1.4.2."""
+  config = dgssh_config.get_config('bits=8,released')
+  kw = config.loss.to_dict()
+  method = methods.get('dgssh')
+  labels, outputs, batch = _outputs_and_batch()
+  state = method.init_state(config, {'num_train': 12, 'train_labels': labels})
+  v = np.where(np.random.default_rng(1).normal(size=(12, 8)) > 0, 1.0, -1.0)
+  state = dict(state, V=jnp.asarray(v, jnp.float32))
+  loss, terms = method.loss_fn(outputs, batch, state, **kw)
+  u = np.asarray(outputs['u'], np.float64)[:3]
+  y = labels[:3]
+  logits = np.asarray(outputs['logits'], np.float64)[:3]
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  ce = np.mean(-0.9 * (y * logp).sum(-1) - 0.1 * logp.mean(-1))
+  s = (y @ y.T > 0).astype(float)
+  theta = 0.5 * u @ u.T
+  ell = np.log1p(np.exp(theta)) - s * theta
+  off = ~np.eye(3, dtype=bool)
+  pos, neg = off & (s > 0), s == 0
+  sim = ell[pos].mean() + ell[neg].mean()
+  anchor = ((v[:3] - u) ** 2).sum()
+  want = 20.0 * ce + (sim + 200.0 * anchor) / (12 * 3)
+  np.testing.assert_allclose(float(terms['ce']), ce, rtol=1e-5)
+  np.testing.assert_allclose(float(terms['sim']), sim, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  assert 'triplet' not in terms     # the shipped strategy: no triplet.
+  with pytest.raises(ValueError, match='loss.reduction'):
+    method.loss_fn(outputs, batch, state, **dict(kw, reduction='mean'))

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 
 import numpy as np
 from PIL import Image
@@ -161,7 +162,13 @@ def _export_tfds(name, split, data_dir, download, cache):
   files, labels = [], []
   for i, ex in enumerate(tfds.as_numpy(ds)):
     data = bytes(ex['image'])
-    fname = f'images/{i:07d}{_extension(data)}'
+    # Keep the dataset's own file name where it has one (uc_merced's
+    # 'agricultural00.tif'): protocols such as ucmd_dgssh select by it.
+    original = ex.get('filename', b'')
+    original = (original.decode() if isinstance(original, bytes)
+                else str(original))
+    stem = re.sub(r'[^\w.-]', '_', pathlib.Path(original).stem)
+    fname = f'images/{i:07d}{"_" + stem if stem else ""}{_extension(data)}'
     (cache / fname).write_bytes(data)
     lab = np.atleast_1d(ex[label_key]).astype(int).tolist()
     files.append(fname)

@@ -17,8 +17,18 @@ The corrective triplet loss acts on L2-normalised features (the released
 code's space, d <= 2) or codes, with a margin below 2 (0.6, the value of the
 code's earlier version) and a differentiable L_match.
 
-Not here yet (issue 3): the `released` variant (triplet off, 1/(N B)
-scaling, epoch-granular AdamW schedule), class-balanced P x K sampling.
+`reduction='released'` is what the released code trains (§1.4.2, §1.6):
+
+  L = alpha * CE_ls + (L_sim' + beta * sum_i ||v_i - u_i||^2) / (N B)
+      [+ 2 * L_ct with margin 10, gamma 10, no L_match gradient, when on]
+
+where L_sim' is the class-balanced DPSH term with the code's
+diagonal-gradient quirk (§1.4.1), beta = `lam` (200, the V step's weight
+too) and N the database size; there is no u-V inner-product term.
+configs/dgssh.py:released sets this up with the code's schedule.
+
+Class-balanced batches (train.sampler='class_balanced', hashjax/train.py)
+give every anchor a positive; the released code's random batches do not.
 """
 import jax.numpy as jnp
 
@@ -37,8 +47,9 @@ def _embedding(outputs, space):
 
 def loss_fn(outputs, batch, state, *, alpha, label_smoothing, w_sim, w_quant,
             w_asym, w_triplet, margin, lam_match, triplet_space='features',
-            match_grad=True, **unused):
-  """The paper-intent DGSSH objective (module docstring)."""
+            match_grad=True, reduction='paper', no_positive='skip', lam,
+            **unused):
+  """The DGSSH objective (module docstring): paper intent or released."""
   del unused
   u, mask, labels = outputs['u'], batch['mask'], batch['label']
   c = u.shape[-1]
@@ -47,11 +58,23 @@ def loss_fn(outputs, batch, state, *, alpha, label_smoothing, w_sim, w_quant,
   b = jnp.maximum(mask.sum(), 1.0)
   ce = pairwise.softmax_cross_entropy(outputs['logits'], labels, mask,
                                       smoothing=label_smoothing)
-  sim_loss = pairwise.class_balanced_pairwise_nll(u, labels, mask)
-  quant = jnp.sum(((v[rows] - u) ** 2).sum(-1) * mask) / (b * c)
-  terms = {'ce': ce, 'sim': sim_loss, 'quant': quant}
-  loss = alpha * ce + w_sim * sim_loss + w_quant * quant
-  if w_asym:
+  released = reduction == 'released'
+  sim_loss = pairwise.class_balanced_pairwise_nll(
+      u, labels, mask, diagonal_gradient=released)
+  anchor = jnp.sum(((v[rows] - u) ** 2).sum(-1) * mask)  # sum_i ||v - u||^2
+  if released:
+    # §1.4.2: (L_sim + beta sum_i ||v - u||^2) / (N B); L_sim ~ 0 there.
+    asy = (sim_loss + lam * anchor) / (v.shape[0] * b)
+    terms = {'ce': ce, 'sim': sim_loss, 'quant': anchor / (b * c), 'asy': asy}
+    loss = alpha * ce + asy
+  elif reduction == 'paper':
+    quant = anchor / (b * c)
+    terms = {'ce': ce, 'sim': sim_loss, 'quant': quant}
+    loss = alpha * ce + w_sim * sim_loss + w_quant * quant
+  else:
+    raise ValueError(f"loss.reduction must be 'paper' or 'released', got "
+                     f'{reduction!r}.')
+  if w_asym and not released:
     s = similarity.soft_similarity(
         similarity.label_similarity(labels, state['labels']), state['r'])
     _, parts = pairwise.asymmetric_loss(u, v, s, v[rows], mask, lam=0.0,
@@ -61,7 +84,8 @@ def loss_fn(outputs, batch, state, *, alpha, label_smoothing, w_sim, w_quant,
   if w_triplet:
     ct, parts = metric.corrective_triplet_loss(
         labels, _embedding(outputs, triplet_space), margin=margin,
-        lam=lam_match, mask=mask, match_grad=match_grad)
+        lam=lam_match, mask=mask, match_grad=match_grad,
+        no_positive=no_positive)
     terms.update(triplet=parts['triplet'], match=parts['match'])
     loss += w_triplet * ct
   return loss, terms

@@ -63,6 +63,19 @@ KNOWN_WEIGHTS = {
                    'resnet50_weights_tf_dim_ordering_tf_kernels.h5'),
         url=('https://storage.googleapis.com/tensorflow/keras-applications/'
              'resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5')),
+    # Microsoft's ImageNet-1k Swin-T (DGSSH's `swin_pre.pth`), for swin_t.
+    'swin_tiny_patch4_window7_224': WeightsInfo(
+        filenames=('swin_tiny_patch4_window7_224.pth',
+                   'swin_tiny_patch4_window7_224.safetensors'),
+        url=('https://github.com/SwinTransformer/storage/releases/download/'
+             'v1.0.0/swin_tiny_patch4_window7_224.pth')),
+    # torchvision IMAGENET1K_V1, for resnet50_tv / resnet18_tv.
+    'resnet50_tv_imagenet': WeightsInfo(
+        filenames=('resnet50-0676ba61.pth',),
+        url='https://download.pytorch.org/models/resnet50-0676ba61.pth'),
+    'resnet18_tv_imagenet': WeightsInfo(
+        filenames=('resnet18-f37072fd.pth',),
+        url='https://download.pytorch.org/models/resnet18-f37072fd.pth'),
 }
 
 
@@ -89,8 +102,11 @@ def _download(url: str, dest: pathlib.Path, timeout: float = 30.0) -> None:
         f.write(chunk)
     # Guards against proxies answering with an HTML page.
     with open(tmp, 'rb') as f:
-      if dest.suffix == '.h5' and f.read(len(_HDF5_MAGIC)) != _HDF5_MAGIC:
+      head = f.read(len(_HDF5_MAGIC))
+      if dest.suffix == '.h5' and head != _HDF5_MAGIC:
         raise OSError(f'{url} did not return an HDF5 file')
+      if dest.suffix == '.pth' and not head.startswith(b'PK'):
+        raise OSError(f'{url} did not return a torch (zip) checkpoint')
     os.replace(tmp, dest)
   finally:
     if os.path.exists(tmp):
