@@ -33,8 +33,23 @@ def default_workdir(config):
   return os.path.join('runs', f'{config.method}_{config.bits}b_{digest}')
 
 
+def _config_root_on_path(argv):
+  """Lets config files `from configs import common` from any directory.
+
+  The folder holding `configs/` (the repository root) goes on sys.path, as
+  running from the repository root would do.
+  """
+  for arg in argv:
+    if arg.startswith('--config='):
+      path = arg[len('--config='):].split(':', 1)[0]
+      root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+      if root not in sys.path:
+        sys.path.insert(0, root)
+
+
 def _parse_flags(argv):
   """absl flag parsing with one-line errors for bad config keys/values."""
+  _config_root_on_path(argv)
   try:
     return flags.FLAGS(argv)
   except (AttributeError, KeyError, TypeError, ValueError,

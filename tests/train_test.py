@@ -123,6 +123,17 @@ def test_cli_errors_name_the_problem(args, message, tmp_path):
   assert message in out.stderr and 'Traceback' not in out.stderr, out.stderr
 
 
+def test_cli_runs_from_another_directory(tmp_path):
+  """A config path from elsewhere still finds `configs.common`."""
+  out = subprocess.run(
+      [sys.executable, '-m', 'hashjax.main',
+       f'--config={REPO / "configs" / "dgssh.py"}:runlocal', '--config.bitz=3',
+       f'--workdir={tmp_path}'],
+      capture_output=True, text=True, cwd=tmp_path, timeout=300)
+  assert out.returncode != 0
+  assert 'bitz' in out.stderr and 'Traceback' not in out.stderr, out.stderr
+
+
 def test_config_arg_string():
   c = ahcl_config.get_config('bits=32,released')
   assert c.bits == 32 and c.train.rounds == 30 and c.input.image_size == 224
