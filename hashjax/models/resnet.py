@@ -132,8 +132,8 @@ class Conv(nn.Module):
     if k == 1:
       # As a matmul, the 1x1 conv's weight gradient is 2-3x faster on CPU.
       y = x[:, ::s, ::s] @ w[0, 0]
-    elif s == 1 and out_h * out_w <= IM2COL_MAX_PIXELS:
-      y = _im2col_conv(x, w)
+    elif out_h * out_w <= IM2COL_MAX_PIXELS:
+      y = _im2col_conv(x, w, s, out_h, out_w)
     else:
       y = jax.lax.conv_general_dilated(
           x, w, (s, s), ((pad, pad), (pad, pad)),
@@ -148,14 +148,15 @@ class Conv(nn.Module):
 IM2COL_MAX_PIXELS = 16
 
 
-def _im2col_conv(x, w):
-  """Stride-1 'same' conv as [B, H, W, k*k*C] @ [k*k*C, F]."""
+def _im2col_conv(x, w, stride, out_h, out_w):
+  """k//2-padded conv as [B, out_h, out_w, k*k*C] @ [k*k*C, F]."""
   k = w.shape[0]
   p = k // 2
-  h, wd = x.shape[1], x.shape[2]
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-  cols = jnp.concatenate([xp[:, i:i + h, j:j + wd, :]
-                          for i in range(k) for j in range(k)], axis=-1)
+  cols = jnp.concatenate(
+      [xp[:, i:i + stride * (out_h - 1) + 1:stride,
+          j:j + stride * (out_w - 1) + 1:stride, :]
+       for i in range(k) for j in range(k)], axis=-1)
   return cols @ w.reshape(-1, w.shape[-1])
 
 
