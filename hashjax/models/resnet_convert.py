@@ -40,6 +40,18 @@ _BLOCK = re.compile(r'layer(\d)\.(\d+)\.(conv|bn)(\d)\.(\w+)')
 _DOWNSAMPLE = re.compile(r'layer(\d)\.(\d+)\.downsample\.([01])\.(\w+)')
 
 
+def _block_target(stage, block, kind, branch, leaf):
+  """(collection, module, variable) of a block's conv or BN weight, or None."""
+  # pylint: disable-next=protected-access
+  name = f'{int(stage) + 1}{resnet._block_letter(int(block))}_{branch}'
+  if kind == 'conv' and leaf == 'weight':
+    return 'params', f'res{name}', 'kernel'
+  if kind == 'bn' and leaf in _BN:
+    collection, variable = _BN[leaf]
+    return collection, f'bn{name}', variable
+  return None
+
+
 def torch_to_flax(key: str) -> Optional[tuple[str, str, str]]:
   """Maps a torchvision/timm ResNet key to (collection, module, variable).
 
@@ -60,23 +72,15 @@ def torch_to_flax(key: str) -> Optional[tuple[str, str, str]]:
   m = _BLOCK.fullmatch(key)
   if m:
     stage, block, kind, k, leaf = m.groups()
-    # pylint: disable-next=protected-access
-    name = f'{int(stage) + 1}{resnet._block_letter(int(block))}_{_BRANCH2[k]}'
-    if kind == 'conv' and leaf == 'weight':
-      return 'params', f'res{name}', 'kernel'
-    if kind == 'bn' and leaf in _BN:
-      collection, variable = _BN[leaf]
-      return collection, f'bn{name}', variable
-  m = _DOWNSAMPLE.fullmatch(key)
-  if m:
+    target = _block_target(stage, block, kind, _BRANCH2[k], leaf)
+  elif m := _DOWNSAMPLE.fullmatch(key):
     stage, block, index, leaf = m.groups()
-    # pylint: disable-next=protected-access
-    name = f'{int(stage) + 1}{resnet._block_letter(int(block))}_branch1'
-    if index == '0' and leaf == 'weight':
-      return 'params', f'res{name}', 'kernel'
-    if index == '1' and leaf in _BN:
-      collection, variable = _BN[leaf]
-      return collection, f'bn{name}', variable
+    target = _block_target(stage, block, ('conv', 'bn')[int(index)],
+                           'branch1', leaf)
+  else:
+    target = None
+  if target:
+    return target
   raise ValueError(f'{key!r} is not a weight of a plain torchvision/timm '
                    'ResNet (v1.5); other variants are not supported.')
 
