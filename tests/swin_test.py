@@ -288,3 +288,23 @@ def test_bicubic_resize_matches_torch():
         grid, size=(2 * window - 1,) * 2, mode='bicubic', align_corners=False)
     want = want[0].reshape(3, -1).T.numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_load_official_pth_and_truncated(tmp_path):
+  """A Microsoft-layout .pth (under 'model', DataParallel 'module.' keys)."""
+  torch, _ = _import_timm()
+  model = swin.SwinTiny(num_classes=3)
+  sd, params = _random_state_dict(model, 32)
+  official = {}
+  for k, v in sd.items():
+    k = k.replace('layers.1.downsample', 'layers.0.downsample')
+    official['module.' + k.replace('head.fc.', 'head.')] = torch.tensor(v)
+  torch.save({'model': official, 'epoch': 300}, tmp_path / 'swin.pth')
+  got = swin_convert.load(tmp_path / 'swin.pth', model)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, got, params)
+  data = (tmp_path / 'swin.pth').read_bytes()
+  (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+  with pytest.raises(ValueError, match='truncated'):
+    swin_convert.load(tmp_path / 'cut.pth', model)
+  with pytest.raises(FileNotFoundError, match='nope.pth'):
+    swin_convert.load(tmp_path / 'nope.pth', model)
