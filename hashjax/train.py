@@ -166,6 +166,10 @@ def _check_config(workdir, config):
 
 def run(config, workdir):
   """Trains `config.method`, evaluates the final model, writes results."""
+  method = methods.get(config.method)
+  if method.KIND == 'frozen_features':
+    from hashjax import frozen  # pylint: disable=g-import-not-at-top
+    return frozen.run(config, method, workdir)
   t_start = time.time()
   os.makedirs(workdir, exist_ok=True)
   _check_config(workdir, config)
@@ -179,7 +183,6 @@ def run(config, workdir):
                            image_set.class_names, config.data.protocol)
   train_ids = splits['train']
   n = len(train_ids)
-  method = methods.get(config.method)
   model = method.make_model(config, num_classes=len(image_set.class_names))
   meta = {'train_labels': image_set.labels[train_ids], 'num_train': n}
   loss_kw = config.loss.to_dict()

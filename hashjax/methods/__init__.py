@@ -8,8 +8,9 @@ import types
 
 from hashjax.methods import base
 
-_CONTRACT = ('DATABASE_CODES', 'make_model', 'init_state', 'loss_fn',
-             'update_state', 'start_round', 'end_round', 'database_codes')
+_CONTRACT = ('KIND', 'DATABASE_CODES', 'make_model', 'init_state', 'loss_fn',
+             'update_state', 'start_round', 'end_round', 'database_codes',
+             'fit', 'encode')
 
 
 def available():

@@ -18,10 +18,17 @@ falls back to the defaults below, so a method defines only what it changes.
                   in_round: [n] float mask of the rows sampled this round.
   end_round(state, **config.loss) -> state. After each round (e.g. DCC).
   database_codes(state) -> [n, bits] codes, for DATABASE_CODES == 'bank'.
+
+A method with KIND = 'frozen_features' (LSH, PCA-ITQ) trains no network; it
+defines instead (hashjax/frozen.py runs it):
+  fit(features, bits=, seed=, **config.loss) -> (params, diagnostics):
+                  learned from the training images' frozen features only.
+  encode(params, features) -> [n, bits] real values; their sign is the code.
 """
 from hashjax.models import encoders
 from hashjax.models import heads
 
+KIND = 'network'
 DATABASE_CODES = 'encoder'
 
 
@@ -57,3 +64,11 @@ def end_round(state, **loss_kw):
 
 def database_codes(state):
   raise NotImplementedError('DATABASE_CODES = "bank" needs database_codes().')
+
+
+def fit(features, **kw):
+  raise NotImplementedError('KIND = "frozen_features" needs fit().')
+
+
+def encode(params, features):
+  raise NotImplementedError('KIND = "frozen_features" needs encode().')
