@@ -196,3 +196,33 @@ def test_tfds_dataset_from_local_data_dir(tmp_path, small_rsscn7):
   with pytest.raises(FileNotFoundError, match='not prepared'):
     sources.from_tfds('hashjax_toy_scenes', data_dir=str(tmp_path / 'empty'),
                       cache_dir=str(tmp_path / 'cache2'))
+
+
+def _tree(root, files):
+  from PIL import Image as _Image  # pylint: disable=g-import-not-at-top
+  for rel in files:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _Image.new('RGB', (8, 8), (len(rel), 0, 0)).save(path)
+  return root
+
+
+def test_pair_sources_aligns_by_relative_path(tmp_path):
+  a = _tree(tmp_path / 'a', ['x/1.jpg', 'x/2.jpg', 'y/3.jpg'])
+  b = _tree(tmp_path / 'b', ['y/3.png', 'x/2.png', 'x/1.png'])
+  sa, sb = sources.from_folder(a), sources.from_folder(b)
+  paired = sources.pair_sources([sa, sb], ['a', 'b'])
+  assert [p.split('/')[-1] for p in paired[1].paths] == ['1.png', '2.png',
+                                                         '3.png']
+  np.testing.assert_array_equal(paired[1].labels, sa.labels)
+
+
+def test_pair_sources_lists_mismatches(tmp_path):
+  a = _tree(tmp_path / 'a', ['x/1.jpg', 'x/2.jpg', 'y/3.jpg'])
+  b = _tree(tmp_path / 'b', ['x/1.jpg', 'y/3.jpg', 'y/4.jpg'])
+  with pytest.raises(ValueError) as e:
+    sources.pair_sources([sources.from_folder(a), sources.from_folder(b)],
+                         ['src1', 'src2'])
+  msg = str(e.value)
+  assert "1 image(s) only in 'src1' (x/2)" in msg
+  assert "1 image(s) only in 'src2' (y/4)" in msg

@@ -217,3 +217,49 @@ def load(data_config):
     return from_folder(c.root, c.skip_bad_images)
   return from_tfds(c.name, c.tfds_split, c.data_dir, c.download, c.cache_dir,
                    c.skip_bad_images)
+
+
+def _stem(name):
+  return str(pathlib.PurePosixPath(name).with_suffix(''))
+
+
+def pair_sources(sets, roots):
+  """Aligns co-registered sources on the first one (MrHash, issue 4).
+
+  Sources are paired by relative path without its extension
+  ('aGrass/a001.jpg' pairs with 'aGrass/a001.tif'), the stand-in for
+  geographic coordinates. Labels and order come from the first source.
+
+  Args:
+    sets: ImageSets, one per source; sets[0] is the source that is hashed.
+    roots: a display name per source, for error messages.
+
+  Returns:
+    A list of ImageSets in sets[0]'s order, each with sets[0]'s labels.
+
+  Raises:
+    ValueError: listing files present in one source and not in another.
+  """
+  first = {_stem(n): i for i, n in enumerate(sets[0].names)}
+  out = [sets[0]]
+  for s, root in zip(sets[1:], roots[1:]):
+    index = {_stem(n): i for i, n in enumerate(s.names)}
+    only_first = sorted(set(first) - set(index))
+    only_this = sorted(set(index) - set(first))
+    if only_first or only_this:
+      def listed(names):
+        more = f' and {len(names) - 10} more' if len(names) > 10 else ''
+        return ', '.join(names[:10]) + more
+      raise ValueError(
+          f'Sources {roots[0]!r} and {root!r} do not pair: '
+          + (f'{len(only_first)} image(s) only in {roots[0]!r} '
+             f'({listed(only_first)})' if only_first else '')
+          + ('; ' if only_first and only_this else '')
+          + (f'{len(only_this)} image(s) only in {root!r} '
+             f'({listed(only_this)})' if only_this else '')
+          + '. Every image needs its counterpart at the same relative path '
+          'in every source (extensions may differ).')
+    order = np.array([index[_stem(n)] for n in sets[0].names])
+    out.append(ImageSet(s.paths[order], [s.names[i] for i in order],
+                        sets[0].labels, sets[0].class_names, s.skipped))
+  return out
