@@ -27,8 +27,13 @@ from hashjax.evaluation import ranking
 from hashjax.models import encoders
 
 
-def extract_features(config, image_set, mesh):
-  """[len(image_set), D] float32 features of the frozen encoder."""
+def extract_features(config, image_set, mesh, view=None):
+  """[len(image_set), D] float32 features of the frozen encoder.
+
+  `view`, if given, maps the float [0, 255] images before normalisation
+  (a synthetic second source, hashjax/data/views.py).
+  """
+  view = view or (lambda x: x)
   encoder, normalize = encoders.build(config.model, config.input.image_size)
   size = config.input.image_size
   dummy = np.zeros((1, size, size, 3), np.float32)
@@ -38,7 +43,7 @@ def extract_features(config, image_set, mesh):
       encoder)
   variables = {k: v['encoder'] for k, v in variables.items()}
   step = jax.jit(
-      lambda v, x: encoder.apply(v, normalize(x.astype(np.float32)),
+      lambda v, x: encoder.apply(v, normalize(view(x.astype(np.float32))),
                                  train=False)['features'],
       in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
       out_shardings=parallel.replicated(mesh))
@@ -59,18 +64,27 @@ def extract_features(config, image_set, mesh):
   return out
 
 
-def cached_features(config, image_set, mesh, workdir):
-  """Features from <workdir>/features.npz, extracted once."""
-  path = os.path.join(workdir, 'features.npz')
+def cached_features(config, image_set, mesh, workdir, source=0, view=None,
+                    view_name=''):
+  """Features of one source from <workdir>/features[_s<k>].npz, made once.
+
+  Returns (features, True if read from the cache).
+  """
+  name = 'features.npz' if source == 0 else f'features_s{source}.npz'
+  path = os.path.join(workdir, name)
   if os.path.exists(path):
     with np.load(path) as f:
-      if list(f['names']) == list(image_set.names):
+      cached_view = str(f['view']) if 'view' in f.files else ''
+      if (list(f['names']) == list(image_set.names) and
+          cached_view == view_name):
         return f['features'], True
-    raise ValueError(f'{path} was computed for other images; delete it.')
-  features = extract_features(config, image_set, mesh)
+    raise ValueError(f'{path} was computed for other images or another '
+                     'view; delete it.')
+  features = extract_features(config, image_set, mesh, view)
   if jax.process_index() == 0:
     tmp = path + '.tmp.npz'
-    np.savez(tmp, features=features, names=np.asarray(image_set.names))
+    np.savez(tmp, features=features, names=np.asarray(image_set.names),
+             view=np.asarray(view_name))
     os.replace(tmp, path)
   return features, False
 

@@ -75,3 +75,40 @@ def test_end_to_end_and_feature_cache(get_config, small_rsscn7, tmp_path):
   second = train.run(c, str(tmp_path))
   assert second['features_cached']
   assert second['metrics'] == first['metrics']
+
+
+def test_second_sensor_view():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from hashjax.data import views  # pylint: disable=g-import-not-at-top
+  x = jnp.zeros((1, 4, 4, 3)).at[0, 0, 0].set(jnp.array([100.0, 0.0, 0.0]))
+  y = views.get('view:second_sensor')(x)
+  # Input R=100 at one pixel -> mixed bands (20, 60, 15), spread over the
+  # 2x2 block by average pooling: /4, then upsampled back.
+  np.testing.assert_allclose(y[0, :2, :2], np.tile([5.0, 15.0, 3.75],
+                                                   (2, 2, 1)), rtol=1e-6)
+  np.testing.assert_allclose(y[0, 2:], 0.0)
+  assert views.get('/some/folder') is None
+  with pytest.raises(ValueError, match='view:second_sensor'):
+    views.get('view:sar')
+
+
+def test_view_features_are_cached_separately(small_rsscn7, tmp_path):
+  from hashjax import frozen, parallel  # pylint: disable=g-import-not-at-top
+  from hashjax.data import sources, views  # pylint: disable=g-import-not-at-top
+  c = itq_config.get_config('runlocal')
+  c.data.update(name='folder', root=str(small_rsscn7))
+  image_set = sources.load(c.data)
+  mesh = parallel.make_mesh()
+  f0, cached0 = frozen.cached_features(c, image_set, mesh, str(tmp_path))
+  f1, cached1 = frozen.cached_features(
+      c, image_set, mesh, str(tmp_path), source=1,
+      view=views.get('view:second_sensor'), view_name='view:second_sensor')
+  assert not cached0 and not cached1 and f0.shape == f1.shape
+  assert not np.allclose(f0, f1)
+  again, cached = frozen.cached_features(
+      c, image_set, mesh, str(tmp_path), source=1,
+      view=views.get('view:second_sensor'), view_name='view:second_sensor')
+  assert cached
+  np.testing.assert_array_equal(again, f1)
+  with pytest.raises(ValueError, match='another view'):
+    frozen.cached_features(c, image_set, mesh, str(tmp_path), source=1)
