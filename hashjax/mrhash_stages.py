@@ -71,7 +71,7 @@ def train_autoencoder(features, *, weights=(0.1, 1.0), epochs=200,
                                      jnp.asarray(order[sl]),
                                      jnp.asarray(mask[sl]))
       losses.append(float(loss) * mask[sl].sum())
-    history.append(sum(losses) / n)
+    history.append(float(sum(losses) / n))
   return model, params, history
 
 

@@ -44,10 +44,12 @@ def make_train_step(model, method, tx, lr_fn, loss_kw):
     rng = jax.random.fold_in(state.rng, state.step)
     mutable = list(state.model_state) or False
 
+    extra = method.model_inputs(batch, state.method_state)
+
     def objective(params):
       out = model.apply({'params': params, **state.model_state},
                         batch['image'], train=True, mutable=mutable,
-                        rngs={'dropout': rng})
+                        rngs={'dropout': rng}, **extra)
       outputs, model_state = out if mutable else (out, {})
       loss, metrics = method.loss_fn(outputs, batch, state.method_state,
                                      **loss_kw)
@@ -81,6 +83,7 @@ def init_state(config, model, method, tx, meta, pretrained=True):
   if pretrained:
     variables = encoders.load_pretrained(variables, config.model,
                                          model.encoder)
+    variables = method.init_params(variables, meta)
   params = variables['params']
   model_state = {k: v for k, v in variables.items() if k != 'params'}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -184,7 +187,9 @@ def run(config, workdir):
   train_ids = splits['train']
   n = len(train_ids)
   model = method.make_model(config, num_classes=len(image_set.class_names))
-  meta = {'train_labels': image_set.labels[train_ids], 'num_train': n}
+  meta = {'train_labels': image_set.labels[train_ids], 'num_train': n,
+          'train_ids': train_ids}
+  meta.update(method.prepare(config, image_set, splits, workdir, mesh))
   loss_kw = config.loss.to_dict()
 
   m = config.train.samples_per_round or n
@@ -221,7 +226,8 @@ def run(config, workdir):
                        in_shardings=(repl, data), out_shardings=(repl, repl),
                        donate_argnums=0)
   hook = lambda fn: jax.jit(  # pylint: disable=g-long-lambda
-      lambda s, *a: s.replace(method_state=fn(s.method_state, *a, **loss_kw)),
+      lambda s, *a: s.replace(method_state=fn(
+          s.method_state, *a, params=s.params, **loss_kw)),
       out_shardings=repl, donate_argnums=0)
   start_round, end_round = hook(method.start_round), hook(method.end_round)
 

@@ -55,8 +55,17 @@ def evaluate(*, model, method, state, image_set, splits, config, mesh):
         parallel.to_host(method.database_codes(state.method_state)))
   else:
     db_codes = run_encode(splits['database'])
+  topk = set(config.eval.topk)
+  r = config.eval.get('map_at_r', -1)
+  if r == 0:   # R = the smallest database class (MrHash's mAP@R).
+    r = int(np.bincount(image_set.primary_labels[splits['database']]).min())
+  if r > 0:
+    topk.add(r)
   metrics = ranking.retrieval_metrics(
       q_codes, db_codes, image_set.labels[splits['query']],
-      image_set.labels[splits['database']], topk=tuple(config.eval.topk),
+      image_set.labels[splits['database']], topk=tuple(sorted(topk)),
       precision_at=tuple(config.eval.precision_at))
+  if r > 0:
+    metrics['R'] = r
+    metrics['map@R'] = metrics[f'map@{r}']
   return metrics, q_codes, db_codes

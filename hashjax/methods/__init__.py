@@ -10,7 +10,7 @@ from hashjax.methods import base
 
 _CONTRACT = ('KIND', 'DATABASE_CODES', 'make_model', 'init_state', 'loss_fn',
              'update_state', 'start_round', 'end_round', 'database_codes',
-             'fit', 'encode')
+             'fit', 'encode', 'prepare', 'init_params', 'model_inputs')
 
 
 def available():

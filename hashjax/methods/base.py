@@ -18,6 +18,13 @@ falls back to the defaults below, so a method defines only what it changes.
                   in_round: [n] float mask of the rows sampled this round.
   end_round(state, **config.loss) -> state. After each round (e.g. DCC).
   database_codes(state) -> [n, bits] codes, for DATABASE_CODES == 'bank'.
+  prepare(config, image_set, splits, workdir, mesh) -> dict merged into
+                  meta before init_state (e.g. MrHash's cached stages).
+  init_params(variables, meta) -> variables: after the pretrained encoder
+                  is loaded (e.g. MrHash's autoencoder and centres).
+  model_inputs(batch, state) -> dict of extra keyword inputs of the model
+                  in the train step (e.g. MrHash's source features).
+  start_round / end_round also receive params= (the model parameters).
 
 A method with KIND = 'frozen_features' (LSH, PCA-ITQ) trains no network; it
 defines instead (hashjax/frozen.py runs it):
@@ -64,6 +71,21 @@ def end_round(state, **loss_kw):
 
 def database_codes(state):
   raise NotImplementedError('DATABASE_CODES = "bank" needs database_codes().')
+
+
+def prepare(config, image_set, splits, workdir, mesh):
+  del config, image_set, splits, workdir, mesh
+  return {}
+
+
+def init_params(variables, meta):
+  del meta
+  return variables
+
+
+def model_inputs(batch, state):
+  del batch, state
+  return {}
 
 
 def fit(features, **kw):
