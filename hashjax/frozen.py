@@ -9,7 +9,6 @@
      queries, the shared exact Hamming-ranking metrics, plus mAP@R with R the
      smallest database class (MrHash spec §2; `eval.map_at_r` overrides).
 """
-import json
 import os
 import time
 
@@ -19,11 +18,9 @@ import numpy as np
 from hashjax import codes
 from hashjax import parallel
 from hashjax import train
-from hashjax.data import input_pipeline
 from hashjax.data import protocols
 from hashjax.data import sources
-from hashjax.evaluation import plots
-from hashjax.evaluation import ranking
+from hashjax.evaluation import evaluator
 from hashjax.models import encoders
 
 
@@ -47,21 +44,8 @@ def extract_features(config, image_set, mesh, view=None):
                                  train=False)['features'],
       in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
       out_shardings=parallel.replicated(mesh))
-  ids = np.arange(len(image_set))
-  ds = input_pipeline.inference(
-      image_set, ids, global_batch=config.input.eval_batch_size,
-      image_size=size, resize_size=config.input.resize_size)
-  out = None
-  for batch in ds.as_numpy_iterator():
-    batch = parallel.global_batch(
-        {k: batch[k] for k in ('image', 'index', 'mask')}, mesh)
-    f = parallel.to_host(step(variables, batch['image']))
-    index = parallel.to_host(batch['index'])
-    keep = parallel.to_host(batch['mask']) > 0
-    if out is None:
-      out = np.zeros((len(ids), f.shape[1]), np.float32)
-    out[index[keep]] = f[keep]
-  return out
+  return evaluator.infer(step, variables, image_set,
+                         np.arange(len(image_set)), config, mesh)
 
 
 def cached_features(config, image_set, mesh, workdir, source=0, view=None,
@@ -113,15 +97,9 @@ def run(config, method, workdir):
   q_codes = codes.binarize(method.encode(params, features[splits['query']]))
   db_codes = codes.binarize(
       method.encode(params, features[splits['database']]))
-  db_labels = image_set.labels[splits['database']]
-  r = config.eval.get('map_at_r', 0) or int(
-      np.bincount(image_set.primary_labels[splits['database']]).min())
-  metrics = ranking.retrieval_metrics(
-      q_codes, db_codes, image_set.labels[splits['query']], db_labels,
-      topk=tuple(sorted(set(config.eval.topk) | {r})),
-      precision_at=tuple(config.eval.precision_at))
-  metrics['R'] = r
-  metrics['map@R'] = metrics[f'map@{r}']
+  metrics = evaluator.metrics_for(q_codes, db_codes, image_set, splits,
+                                  config)
+  r = metrics['R']
   t_eval = time.time() - t0
   results = dict(
       method=config.method, bits=config.bits, dataset=config.data.name,
@@ -131,12 +109,7 @@ def run(config, method, workdir):
       fit_seconds=round(t_fit, 1), eval_seconds=round(t_eval, 1),
       wall_seconds=round(time.time() - t_start, 1),
       diagnostics=diagnostics, metrics=metrics)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=2)
-    plots.save_pr_curve(metrics, os.path.join(workdir, 'pr_curve.png'),
-                        title=f'{config.method} {config.bits} bits, '
-                        f'{config.data.name}')
+  if train.write_results(config, workdir, results):
     print(f'done: map@R (R={r}) {metrics["map@R"]:.4f} map@all '
           f'{metrics["map@all"]:.4f} | features {t_features:.1f}s'
           f'{" (cached)" if cached else ""}, fit {t_fit:.1f}s, eval '

@@ -148,6 +148,19 @@ def _fmt_time(seconds):
   return f'{m // 60}h{m % 60:02d}m' if m >= 60 else f'{m}m{s:02d}s'
 
 
+def write_results(config, workdir, results):
+  """results.json and pr_curve.png on process 0; True there."""
+  if jax.process_index() != 0:
+    return False
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump(results, f, indent=2)
+  plots.save_pr_curve(results['metrics'],
+                      os.path.join(workdir, 'pr_curve.png'),
+                      title=f'{config.method} {config.bits} bits, '
+                      f'{config.data.name}')
+  return True
+
+
 def _check_config(workdir, config):
   """A workdir holds one run: refuse to resume it with another config."""
   path = os.path.join(workdir, 'config.json')
@@ -321,12 +334,7 @@ def run(config, workdir):
   writer.write_scalars(int(state.step), {
       f'eval/{k}': v for k, v in metrics.items() if isinstance(v, float)})
   writer.flush()
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=2)
-    plots.save_pr_curve(metrics, os.path.join(workdir, 'pr_curve.png'),
-                        title=f'{config.method} {config.bits} bits, '
-                        f'{config.data.name}')
+  if write_results(config, workdir, results):
     summary = ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()
                        if isinstance(v, float))
     print(f'done: {summary} | train {_fmt_time(train_seconds)}, eval '

@@ -26,21 +26,55 @@ def make_encode_step(model, mesh):
                  out_shardings=parallel.replicated(mesh))
 
 
-def encode(encode_step, variables, image_set, ids, config, mesh):
-  """Binary codes [len(ids), bits] int8 of the images `ids`."""
+def infer(step, variables, image_set, ids, config, mesh):
+  """step(variables, images) on the images `ids`: [len(ids), D] float32.
+
+  Batched over all devices and hosts; every image is computed once (the
+  pipeline pads the last batch with mask = 0).
+  """
   ds = input_pipeline.inference(
       image_set, ids, global_batch=config.input.eval_batch_size,
       image_size=config.input.image_size,
       resize_size=config.input.resize_size)
-  out = np.zeros((len(ids), config.bits), np.int8)
+  out = None
   for batch in ds.as_numpy_iterator():
     batch = parallel.global_batch(
         {k: batch[k] for k in ('image', 'index', 'mask')}, mesh)
-    u = parallel.to_host(encode_step(variables, batch['image']))
+    y = parallel.to_host(step(variables, batch['image']))
     index = parallel.to_host(batch['index'])
     keep = parallel.to_host(batch['mask']) > 0
-    out[index[keep]] = codes.binarize(u[keep])
+    if out is None:
+      out = np.zeros((len(ids), y.shape[1]), np.float32)
+    out[index[keep]] = y[keep]
   return out
+
+
+def encode(encode_step, variables, image_set, ids, config, mesh):
+  """Binary codes [len(ids), bits] int8 of the images `ids`."""
+  return codes.binarize(infer(encode_step, variables, image_set, ids, config,
+                              mesh))
+
+
+def metrics_for(q_codes, db_codes, image_set, splits, config):
+  """The shared metrics, plus mAP@R when config.eval.map_at_r >= 0.
+
+  map_at_r = 0: R is the smallest database class (MrHash's mAP@R); > 0: that
+  R; absent or < 0: no mAP@R.
+  """
+  topk = set(config.eval.topk)
+  r = config.eval.get('map_at_r', -1)
+  if r == 0:
+    r = int(np.bincount(image_set.primary_labels[splits['database']]).min())
+  if r > 0:
+    topk.add(r)
+  metrics = ranking.retrieval_metrics(
+      q_codes, db_codes, image_set.labels[splits['query']],
+      image_set.labels[splits['database']], topk=tuple(sorted(topk)),
+      precision_at=tuple(config.eval.precision_at))
+  if r > 0:
+    metrics['R'] = r
+    metrics['map@R'] = metrics[f'map@{r}']
+  return metrics
 
 
 def evaluate(*, model, method, state, image_set, splits, config, mesh):
@@ -55,17 +89,5 @@ def evaluate(*, model, method, state, image_set, splits, config, mesh):
         parallel.to_host(method.database_codes(state.method_state)))
   else:
     db_codes = run_encode(splits['database'])
-  topk = set(config.eval.topk)
-  r = config.eval.get('map_at_r', -1)
-  if r == 0:   # R = the smallest database class (MrHash's mAP@R).
-    r = int(np.bincount(image_set.primary_labels[splits['database']]).min())
-  if r > 0:
-    topk.add(r)
-  metrics = ranking.retrieval_metrics(
-      q_codes, db_codes, image_set.labels[splits['query']],
-      image_set.labels[splits['database']], topk=tuple(sorted(topk)),
-      precision_at=tuple(config.eval.precision_at))
-  if r > 0:
-    metrics['R'] = r
-    metrics['map@R'] = metrics[f'map@{r}']
+  metrics = metrics_for(q_codes, db_codes, image_set, splits, config)
   return metrics, q_codes, db_codes
