@@ -48,6 +48,8 @@ def data_config(name='rsscn7_64'):
       tfds_split='train', # TFDS split holding all images (then `protocol`).
       download=False,     # TFDS: allow download_and_prepare.
       cache_dir='',       # TFDS export cache; '' = ~/.cache/hashjax/datasets.
+      image_key='image',  # TFDS image feature, or FEATURE:B0,B1,B2 of a
+                          # multi-band array (so2sat/all 'sentinel2:2,1,0').
       protocol='default', # see hashjax/data/protocols.py.
       skip_bad_images=False,  # True: skip unreadable images, count them.
   ))
@@ -86,6 +88,7 @@ def optim_config():
       decay=0.1,
       warmup_steps=0,
       grad_clip=0.0,        # >0: clip by global norm.
+      encoder_lr_mult=1.0,  # the encoder's lr = lr * this (two-lr recipes).
   ))
 
 

@@ -3,6 +3,7 @@ r"""MrHash (Sun et al., TGRS 2022), unsupervised. Spec: ../shared/specs/mrhash.m
   python -m hashjax.main --config=configs/mrhash.py[:bits=32]
   python -m hashjax.main --config=configs/mrhash.py:single   # one source
   python -m hashjax.main --config=configs/mrhash.py:runlocal # smoke run
+  python -m hashjax.main --config=configs/mrhash.py:released # the code's run
 
 Default: the bundled RSSCN7 64 px as source 1 and a synthetic second
 sensor (hashjax/data/views.py: band mix + halved resolution) as source 2:
@@ -11,12 +12,25 @@ a stand-in for a real co-registered second sensor. Other sources:
 path). The hashing network is ResNet-50 (ImageNet), standing in for the
 paper's AlexNet, on the CPU training block of common.quick_cpu. No label
 is read before evaluation.
+
+`released` reproduces what sunyuxi/MrHash@1ac2f7b effectively trains
+(§1.1-1.6, §2): EuroSAT (TFDS eurosat/rgb, 100 queries per class, mAP@R
+with R = 1900), frozen features and hashing network at 224 px from
+Resize 256 (+ CenterCrop 224 for features and evaluation, RandomResizedCrop
+224 + flip for training), batch 128, 51 epochs, Adam 1e-3 for the head, AE
+and centres and 1e-5 (encoder_lr_mult 0.01) for the backbone, x0.7 every 10
+epochs; raw features; the final AE epoch (not the test-label choice, §4.3).
+The authors' VHR second source is on their Google Drive only: pass it with
+--config.data.extra_sources="('/data/eurosat_vhr',)" (a folder with the same
+relative paths); the default keeps the synthetic view. The backbone stays
+ResNet-50 (the code: ImageNet AlexNet fc7).
 """
 from configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, bits=64, single=False, runlocal=False)
+  arg = common.parse_arg(arg, bits=64, single=False, released=False,
+                         runlocal=False)
   c = common.base_config('mrhash')
   c.bits = arg.bits
   c.data.extra_sources = () if arg.single else ('view:second_sensor',)
@@ -25,6 +39,7 @@ def get_config(arg=None):
   c.loss.alpha = 1.0             # Student's-t degrees of freedom (§1.3)
   c.loss.clusters = 16           # k-means K (§1.3)
   c.loss.latent = 64
+  c.loss.feature_norm = 'none'   # released: raw pooled features (§1.1)
   c.loss.ae_weights = (0.1, 1.0)  # AE stage: source 1, source 2 (§1.2)
   c.loss.ae_epochs = 200
   c.loss.ae_batch = 512
@@ -32,6 +47,16 @@ def get_config(arg=None):
   c.loss.kmeans_restarts = 20
   common.quick_cpu(c)            # P refreshed every epoch (= round).
   c.eval.map_at_r = 0            # report mAP@R, R = smallest db class.
+  if arg.released:
+    c.data.update(name='eurosat/rgb', protocol='eurosat_mrhash')
+    c.input.update(batch_size=128, image_size=224, resize_size=256,
+                   augment='rrc_flip')
+    c.train.update(rounds=51, epochs_per_round=1, samples_per_round=0)
+    c.optim.update(name='adamw', lr=1e-3, weight_decay=0.0,
+                   schedule='piecewise', boundaries=(10, 20, 30, 40, 50),
+                   decay=0.7, warmup_steps=0, encoder_lr_mult=0.01)
+    c.loss.feature_norm = 'none'
+    c.eval.map_at_r = 1900
   if arg.runlocal:
     common.runlocal(c, 'resnet_tiny')
     c.loss.update(ae_epochs=3, ae_batch=64, kmeans_restarts=2, clusters=4,

@@ -1,4 +1,5 @@
 """optax optimizer and learning-rate schedule from `config.optim`."""
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -77,4 +78,27 @@ def make(optim, total_steps, steps_per_round, samples_per_round=0):
     parts.append(optax.adamw(lr, weight_decay=optim.weight_decay))
   else:
     raise ValueError(f'optim.name must be sgd|adamw, got {optim.name!r}.')
+  mult = optim.get('encoder_lr_mult', 1.0)
+  if mult != 1.0:
+    parts.append(scale_subtree('encoder', mult))
   return optax.chain(*parts), lr
+
+
+def scale_subtree(name, factor):
+  """Multiplies the updates of params[name] by `factor`.
+
+  After sgd (with momentum) or adamw this is exactly a learning rate of
+  lr * factor for that subtree (both updates are linear in lr), i.e.
+  PyTorch's per-parameter-group lr, e.g. MrHash's backbone at 0.01x
+  (mrhash spec §1.6).
+  """
+  def update_fn(updates, state, params=None):
+    del params
+    if name not in updates:
+      raise ValueError(f'optim.encoder_lr_mult: the model has no {name!r} '
+                       f'parameters (top level: {sorted(updates)}).')
+    scaled = {k: jax.tree.map(lambda u: u * factor, v) if k == name else v
+              for k, v in updates.items()}
+    return type(updates)(scaled), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                      update_fn)

@@ -202,7 +202,9 @@ def run(config, workdir):
   model = method.make_model(config, num_classes=len(image_set.class_names))
   meta = {'train_labels': image_set.labels[train_ids], 'num_train': n,
           'train_ids': train_ids}
+  t_prepare = time.time()
   meta.update(method.prepare(config, image_set, splits, workdir, mesh))
+  prepare_seconds = time.time() - t_prepare
   loss_kw = config.loss.to_dict()
 
   m = config.train.samples_per_round or n
@@ -327,6 +329,8 @@ def run(config, workdir):
   results = dict(
       method=config.method, bits=config.bits, dataset=config.data.name,
       protocol=config.data.protocol, commit=_commit(), steps=int(state.step),
+      prepare_seconds=round(prepare_seconds, 1),
+      **({'stages': meta['stages']} if 'stages' in meta else {}),
       train_seconds=round(train_seconds, 1),
       eval_seconds=round(eval_seconds, 1),
       wall_seconds=round(time.time() - t_start, 1),

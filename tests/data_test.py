@@ -96,6 +96,20 @@ def test_whurs19_protocol_sizes():
   assert len(sp['train']) == 505 and len(sp['query']) == 500
 
 
+def test_eurosat_mrhash_protocol_sizes():
+  sizes = [3000, 3000, 3000, 2500, 2500, 2000, 2500, 3000, 2500, 3000]
+  classes = [f'c{i}' for i in range(10)]
+  names = [f'{c}/{c}_{k}.jpg' for c, n in zip(classes, sizes)
+           for k in range(n)]
+  labels = np.repeat(np.arange(10), sizes)
+  sp = protocols.split(names, labels, classes, 'eurosat_mrhash')
+  assert len(sp['query']) == 1000 and len(sp['train']) == 26000
+  np.testing.assert_array_equal(np.bincount(labels[sp['query']]), [100] * 10)
+  with pytest.raises(ValueError, match='has only 100 images'):
+    protocols.split(names[:100] + names[3000:], np.r_[labels[:100],
+                    labels[3000:]], classes, 'eurosat_mrhash')
+
+
 def test_protocol_errors():
   with pytest.raises(ValueError, match='Unknown split protocol'):
     protocols.split(['a/1.jpg'], [0], ['a'], 'nope')
@@ -137,6 +151,27 @@ def test_train_rounds_order_epochs_and_skip(small_rsscn7):
   # The second epoch sees the same images with fresh augmentation.
   np.testing.assert_array_equal(full[0]['index'], full[3]['index'])
   assert not np.array_equal(full[0]['image'], full[3]['image'])
+
+
+def test_random_resized_crop_train(small_rsscn7):
+  """'rrc_flip' (MrHash's released Resize 256 + RandomResizedCrop 224 +
+  flip, here 40 -> 32): right size, reproducible, different each epoch,
+  and a real crop (not the resized whole image)."""
+  s = sources.from_folder(small_rsscn7)
+  rounds = [(0, np.arange(8), np.arange(8))]
+  kw = dict(epochs=2, global_batch=8, image_size=32, resize_size=40,
+            augment_kind='rrc_flip', seed=1)
+  a = list(input_pipeline.train(s, rounds, **kw).as_numpy_iterator())
+  b = list(input_pipeline.train(s, rounds, **kw).as_numpy_iterator())
+  assert a[0]['image'].shape == (8, 32, 32, 3)
+  np.testing.assert_array_equal(a[0]['image'], b[0]['image'])
+  assert not np.array_equal(a[0]['image'], a[1]['image'])
+  whole = next(input_pipeline.inference(s, np.arange(8), global_batch=8,
+                                        image_size=32).as_numpy_iterator())
+  diff = np.abs(a[0]['image'].astype(float) - whole['image']).mean((1, 2, 3))
+  flipped = np.abs(a[0]['image'].astype(float)
+                   - whole['image'][:, :, ::-1]).mean((1, 2, 3))
+  assert (np.minimum(diff, flipped) > 1.0).sum() >= 6
 
 
 def test_tiff_and_png_decode(tmp_path):

@@ -49,3 +49,46 @@ def test_unknown_schedule():
                                      warmup_steps=0))
   with pytest.raises(ValueError, match='timm_epoch_cosine'):
     optim.learning_rate(c, 10, 5)
+
+
+@pytest.mark.parametrize('name', ['sgd', 'adamw'])
+def test_encoder_lr_mult_is_a_second_learning_rate(name):
+  """encoder_lr_mult = an optimiser at lr * mult on the encoder only."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  base = dict(name=name, lr=1e-2, momentum=0.9, nesterov=False,
+              weight_decay=1e-3, schedule='constant', warmup_steps=0,
+              grad_clip=0.0)
+  c = ml_collections.ConfigDict(dict(base, encoder_lr_mult=0.01))
+  tx, _ = optim.make(c, 10, 10)
+  slow, _ = optim.make(ml_collections.ConfigDict(dict(base, lr=1e-4)), 10, 10)
+  fast, _ = optim.make(ml_collections.ConfigDict(base), 10, 10)
+  rng = np.random.default_rng(0)
+  params = {'encoder': {'w': jnp.asarray(rng.normal(size=(3, 2)))},
+            'head': {'w': jnp.asarray(rng.normal(size=(2,)))}}
+  state = tx.init(params)
+  s_slow, s_fast = slow.init(params['encoder']), fast.init(params['head'])
+  p_slow, p_fast = params['encoder'], params['head']
+  for _ in range(3):
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)),
+                         params)
+    updates, state = tx.update(grads, state, params)
+    params = jax.tree.map(lambda p, u: p + u, params, updates)
+    u, s_slow = slow.update(grads['encoder'], s_slow, p_slow)
+    p_slow = jax.tree.map(lambda p, u: p + u, p_slow, u)
+    u, s_fast = fast.update(grads['head'], s_fast, p_fast)
+    p_fast = jax.tree.map(lambda p, u: p + u, p_fast, u)
+  np.testing.assert_allclose(params['encoder']['w'], p_slow['w'], rtol=1e-6)
+  np.testing.assert_allclose(params['head']['w'], p_fast['w'], rtol=1e-6)
+  assert not np.allclose(p_slow['w'], jnp.asarray(
+      np.random.default_rng(0).normal(size=(3, 2))))   # it did move
+
+
+def test_encoder_lr_mult_needs_an_encoder():
+  c = ml_collections.ConfigDict(dict(
+      name='adamw', lr=1e-3, weight_decay=0.0, schedule='constant',
+      warmup_steps=0, grad_clip=0.0, encoder_lr_mult=0.1))
+  tx, _ = optim.make(c, 10, 10)
+  params = {'head': np.zeros(2, np.float32)}
+  with pytest.raises(ValueError, match="no 'encoder'"):
+    tx.update(params, tx.init(params), params)

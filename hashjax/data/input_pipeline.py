@@ -52,14 +52,36 @@ def resize(image, image_size, resize_size=0):
   return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
+AUGMENTATIONS = ('', 'flip_rot', 'rrc_flip')
+
+
+def random_resized_crop(image, seed, image_size, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)):
+  """torchvision's RandomResizedCrop(image_size) (default scale, ratio):
+  a random box of scale x area and aspect ratio in `ratio` (10 tries, else
+  the whole image), resized to image_size (bilinear)."""
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), tf.zeros([1, 0, 4]), seed, area_range=scale,
+      aspect_ratio_range=ratio, max_attempts=10,
+      use_image_if_no_bounding_boxes=True, min_object_covered=0.0)
+  crop = tf.slice(image, begin, size)
+  crop = tf.image.resize(crop, [image_size, image_size], antialias=True)
+  return tf.ensure_shape(tf.cast(tf.clip_by_value(tf.round(crop), 0, 255),
+                                 tf.uint8), [image_size, image_size, 3])
+
+
 def augment(image, seed, kind):
   """'flip_rot': random horizontal flip and 90° rotation (aerial images
-  have no canonical orientation). `seed` is a stateless [2] int seed."""
+  have no canonical orientation). 'rrc_flip' (the crop itself is done in
+  `train`): random horizontal flip. `seed` is a stateless [2] int seed."""
   if not kind:
     return image
-  if kind != 'flip_rot':
-    raise ValueError(f'Unknown augmentation {kind!r}; known: flip_rot.')
+  if kind not in AUGMENTATIONS:
+    raise ValueError(f'Unknown augmentation {kind!r}; known: '
+                     f'{", ".join(AUGMENTATIONS[1:])}.')
   image = tf.image.stateless_random_flip_left_right(image, seed)
+  if kind == 'rrc_flip':
+    return image
   k = tf.random.stateless_uniform([], seed + 1, 0, 4, dtype=tf.int32)
   return tf.image.rot90(image, k)
 
@@ -140,8 +162,12 @@ def train(image_set, rounds, *, epochs, global_batch, image_size,
       ints, ints)).unbatch()
 
   def preprocess(image, pos, round_index):
-    image = resize(image, image_size, resize_size)
     key = tf.stack([seed * 100003 + round_index, pos])
+    if augment_kind == 'rrc_flip':   # Resize(resize_size) -> RRC(image_size)
+      side = resize_size or image_size
+      image = random_resized_crop(resize(image, side), key + 7, image_size)
+    else:
+      image = resize(image, image_size, resize_size)
     return augment(image, key, augment_kind)
 
   return _batched(ds.map(_load_fn(image_set, preprocess),

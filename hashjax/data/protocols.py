@@ -14,6 +14,9 @@ Protocols:
                500 query, stratified per class (largest-remainder rounding).
                The shipped index lists are not available, so which images are
                queries is a documented choice (sorted file name), not theirs.
+  eurosat_mrhash  EuroSAT with MrHash's sizes (mrhash.md §1.1): 100 queries
+               per class (the last 100 by file name: the shipped test.txt
+               is not available), the other 26,000 images are the database.
 """
 import dataclasses
 import re
@@ -74,6 +77,7 @@ class Protocol:
   query_fraction: float = 0.0         # per class, last fraction by name.
   query_total: int = 0                # exact total, stratified.
   query_numbers: dict = dataclasses.field(default_factory=dict)  # per class.
+  query_per_class: int = 0            # exact count per class, last by name.
   num_classes: int = 0                # expected classes (0 = any).
 
 
@@ -83,6 +87,8 @@ PROTOCOLS = {
                            num_classes=21),
     'whurs19_ahcl': Protocol('whurs19_ahcl', query_total=500,
                              num_classes=19),
+    'eurosat_mrhash': Protocol('eurosat_mrhash', query_per_class=100,
+                               num_classes=10),
 }
 
 
@@ -137,8 +143,16 @@ def split(names, labels, class_names, protocol='default'):
                          f'{class_names[c]!r}.')
       query += [i for i in idx if _file_number(names[i]) in wanted]
     else:
-      k = (n_query[c] if p.query_total
-           else int(round(len(idx) * p.query_fraction)))
+      if p.query_per_class:
+        k = p.query_per_class
+        if len(idx) <= k:
+          raise ValueError(f'Protocol {protocol!r} takes {k} queries per '
+                           f'class; class {class_names[c]!r} has only '
+                           f'{len(idx)} images.')
+      elif p.query_total:
+        k = n_query[c]
+      else:
+        k = int(round(len(idx) * p.query_fraction))
       query += idx[len(idx) - k:]
   query = np.array(sorted(query), np.int64)
   train = np.setdiff1d(np.arange(len(labels)), query).astype(np.int64)

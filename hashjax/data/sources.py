@@ -135,9 +135,45 @@ def _extension(data):
   raise ValueError('Unknown image encoding (not JPEG, PNG or TIFF).')
 
 
-def _export_tfds(name, split, data_dir, download, cache):
-  """Writes the TFDS split's encoded images + manifest.json into `cache`."""
+def parse_image_key(image_key):
+  """'sentinel2:3,2,1' -> ('sentinel2', (3, 2, 1)); 'image' -> ('image', ())."""
+  key, _, bands = (image_key or 'image').partition(':')
+  try:
+    bands = tuple(int(b) for b in bands.split(',')) if bands else ()
+  except ValueError as e:
+    raise ValueError(f'Bad TFDS image key {image_key!r}: expected FEATURE or '
+                     'FEATURE:B0,B1,B2 (three band indices).') from e
+  if bands and len(bands) != 3:
+    raise ValueError(f'TFDS image key {image_key!r} names {len(bands)} '
+                     'band(s); give three (the encoders take RGB).')
+  return key, bands
+
+
+def _stretch_limits(ds, key, bands, sample=2000):
+  """Per-band 2nd/98th percentiles over the first `sample` examples."""
+  values = [ex[key][..., list(bands)].reshape(-1, 3)
+            for ex in tfds_as_numpy(ds.take(sample))]
+  values = np.concatenate(values).astype(np.float64)
+  return np.percentile(values, 2, axis=0), np.percentile(values, 98, axis=0)
+
+
+def tfds_as_numpy(ds):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.as_numpy(ds)
+
+
+def _export_tfds(name, split, data_dir, download, cache, image_key='image'):
+  """Writes the TFDS split's images + manifest.json into `cache`.
+
+  An encoded image feature is copied byte for byte. A multi-band array
+  feature (so2sat/all's 'sentinel1' / 'sentinel2', float) becomes 8-bit PNG:
+  the three bands named in `image_key` ('sentinel2:2,1,0'; default the first
+  three, cycled if fewer), each stretched linearly between its 2nd and 98th
+  percentile over the first 2,000 examples of the split.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  key, bands = parse_image_key(image_key)
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except Exception as e:  # pylint: disable=broad-except
@@ -153,42 +189,70 @@ def _export_tfds(name, split, data_dir, download, cache):
         f'{name} --data_dir=DIR` and pass --config.data.data_dir=DIR, or allow '
         'the download with --config.data.download=True.')
   features = builder.info.features
+  if key not in features:
+    raise ValueError(f'TFDS dataset {name!r} has no feature {key!r}; its '
+                     f'features: {", ".join(sorted(features.keys()))}. Set '
+                     '--config.data.image_key (or the tfds:FEATURE source).')
   label_key = 'label' if 'label' in features else 'labels'
   names_ = features[label_key].names if hasattr(
       features[label_key], 'names') else features[label_key].feature.names
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={'image': tfds.decode.SkipDecoding()})
+  encoded = isinstance(features[key], tfds.features.Image) and not bands
+  ds = builder.as_dataset(
+      split=split, shuffle_files=False,
+      decoders={key: tfds.decode.SkipDecoding()} if encoded else None)
+  if not encoded:
+    channels = features[key].shape[-1]
+    bands = bands or tuple(i % min(channels, 3) for i in range(3))
+    if max(bands) >= channels:
+      raise ValueError(f'Feature {key!r} of {name!r} has {channels} bands; '
+                       f'band {max(bands)} does not exist.')
+    low, high = _stretch_limits(ds, key, bands)
   (cache / 'images').mkdir(parents=True, exist_ok=True)
   files, labels = [], []
   for i, ex in enumerate(tfds.as_numpy(ds)):
-    data = bytes(ex['image'])
     # Keep the dataset's own file name where it has one (uc_merced's
     # 'agricultural00.tif'): protocols such as ucmd_dgssh select by it.
     original = ex.get('filename', b'')
     original = (original.decode() if isinstance(original, bytes)
                 else str(original))
     stem = re.sub(r'[^\w.-]', '_', pathlib.Path(original).stem)
-    fname = f'images/{i:07d}{"_" + stem if stem else ""}{_extension(data)}'
-    (cache / fname).write_bytes(data)
+    base = f'images/{i:07d}{"_" + stem if stem else ""}'
+    if encoded:
+      data = bytes(ex[key])
+      fname = base + _extension(data)
+      (cache / fname).write_bytes(data)
+    else:
+      x = ex[key][..., list(bands)].astype(np.float64)
+      x = (x - low) / np.maximum(high - low, 1e-12) * 255.0
+      fname = base + '.png'
+      Image.fromarray(np.clip(np.round(x), 0, 255).astype(np.uint8)).save(
+          cache / fname)
     lab = np.atleast_1d(ex[label_key]).astype(int).tolist()
     files.append(fname)
     labels.append(lab)
   if not files:
     raise ValueError(f'TFDS dataset {name!r} split {split!r} is empty.')
-  manifest = dict(dataset=name, split=split, class_names=list(names_),
-                  files=files, labels=labels)
+  manifest = dict(dataset=name, split=split, image_key=image_key,
+                  class_names=list(names_), files=files, labels=labels)
   tmp = cache / 'manifest.json.tmp'
   tmp.write_text(json.dumps(manifest))
   tmp.rename(cache / 'manifest.json')   # present only when complete.
 
 
 def from_tfds(name, split='train', data_dir='', download=False, cache_dir='',
-              skip_bad_images=False):
-  """A TFDS dataset (e.g. uc_merced, resisc45, eurosat/rgb) as an ImageSet."""
+              skip_bad_images=False, image_key='image'):
+  """A TFDS dataset (e.g. uc_merced, resisc45, eurosat/rgb) as an ImageSet.
+
+  `image_key` picks the image feature ('image'), or an array feature and
+  three of its bands for multi-source datasets ('sentinel2:2,1,0' of
+  so2sat/all); see _export_tfds.
+  """
   cache = (pathlib.Path(cache_dir) if cache_dir else _default_cache()) / (
       name.replace('/', '_')) / split
+  if (image_key or 'image') != 'image':
+    cache = cache / re.sub(r'[^\w-]', '_', image_key)
   if not (cache / 'manifest.json').exists():
-    _export_tfds(name, split, data_dir, download, cache)
+    _export_tfds(name, split, data_dir, download, cache, image_key)
   manifest = json.loads((cache / 'manifest.json').read_text())
   num_classes = len(manifest['class_names'])
   labels = np.zeros((len(manifest['files']), num_classes), np.float32)
@@ -216,7 +280,7 @@ def load(data_config):
                        '(a folder of <class>/<image> files).')
     return from_folder(c.root, c.skip_bad_images)
   return from_tfds(c.name, c.tfds_split, c.data_dir, c.download, c.cache_dir,
-                   c.skip_bad_images)
+                   c.skip_bad_images, c.get('image_key', 'image'))
 
 
 def _stem(name):

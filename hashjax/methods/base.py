@@ -19,7 +19,8 @@ falls back to the defaults below, so a method defines only what it changes.
   end_round(state, **config.loss) -> state. After each round (e.g. DCC).
   database_codes(state) -> [n, bits] codes, for DATABASE_CODES == 'bank'.
   prepare(config, image_set, splits, workdir, mesh) -> dict merged into
-                  meta before init_state (e.g. MrHash's cached stages).
+                  meta before init_state (e.g. MrHash's cached stages);
+                  meta['stages'], if set, goes into results.json.
   init_params(variables, meta) -> variables: after the pretrained encoder
                   is loaded (e.g. MrHash's autoencoder and centres).
   model_inputs(batch, state) -> dict of extra keyword inputs of the model

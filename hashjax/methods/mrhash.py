@@ -4,7 +4,9 @@ mrhash.md. Unsupervised: no label enters training or any stage choice.
 
 Stages, prepared once and cached in the workdir (`prepare`):
   1. frozen features of every source (hashjax/frozen.py; sources from
-     data.extra_sources: folders paired by relative path, or a synthetic
+     data.extra_sources: folders paired by relative path, 'tfds:FEATURE[:
+     B0,B1,B2]' for another feature of the same TFDS dataset (so2sat/all's
+     sentinel1 beside data.image_key='sentinel2:2,1,0'), or a synthetic
      'view:second_sensor');
   2. the multisource autoencoder on them (§1.2; the final epoch is kept:
      the released code's test-label checkpoint choice is a leak, §4);
@@ -23,6 +25,7 @@ deep clustering + KL hashing (the single-source fallback).
 """
 import json
 import os
+import time
 
 import flax
 import flax.linen as nn
@@ -86,58 +89,118 @@ def make_model(config, num_classes):
                      alpha=config.loss.alpha)
 
 
-def _source_features(config, image_set, workdir, mesh):
+def _source_features(config, image_set, workdir, mesh, stages):
   """Frozen features of every source, all images, cached per source."""
   out = []
   for k, spec in enumerate(_source_specs(config)):
     view = views.get(spec) if spec else None
-    if spec and view is None:   # a folder root, paired by relative path
+    if spec.startswith('tfds:'):   # another feature of the same TFDS data
+      d = config.data
+      other = sources_lib.from_tfds(d.name, d.tfds_split, d.data_dir,
+                                    d.download, d.cache_dir,
+                                    d.skip_bad_images, spec[len('tfds:'):])
+      source_set = sources_lib.pair_sources(
+          [image_set, other], ['source 1', spec])[1]
+    elif spec and view is None:   # a folder root, paired by relative path
       other = sources_lib.from_folder(spec, config.data.skip_bad_images)
       source_set = sources_lib.pair_sources(
           [image_set, other], ['source 1', spec])[1]
     else:
       source_set = image_set
-    feats, _ = frozen.cached_features(config, source_set, mesh, workdir,
-                                      source=k, view=view, view_name=spec)
+    t0 = time.time()
+    feats, cached = frozen.cached_features(config, source_set, mesh, workdir,
+                                           source=k, view=view, view_name=spec)
+    stages[f'features_s{k}'] = _stage(t0, cached)
     out.append(feats)
   return out
 
 
+def normalize_features(features, kind):
+  """'none': raw pooled features, as released ('without_l2', §1.1).
+  'l2': each row to unit L2 norm, times sqrt(d) (so a feature is O(1) and
+  the MSE terms keep the released scale)."""
+  if kind == 'none':
+    return features
+  if kind != 'l2':
+    raise ValueError(f"loss.feature_norm must be 'none' or 'l2', got "
+                     f'{kind!r}.')
+  norm = np.linalg.norm(features, axis=1, keepdims=True)
+  return features / np.maximum(norm, 1e-12) * np.sqrt(features.shape[1])
+
+
+def _load_npz(path):
+  """A stage's cached arrays, or {} if the stage has not run yet."""
+  if not os.path.exists(path):
+    return {}
+  with np.load(path, allow_pickle=False) as f:
+    return dict(f)
+
+
+def _save_npz(path, **arrays):
+  if jax.process_index() == 0:   # complete files only: write, then rename.
+    tmp = path + '.tmp.npz'
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _stage(t0, cached):
+  return {'seconds': round(time.time() - t0, 1), 'cached': bool(cached)}
+
+
 def prepare(config, image_set, splits, workdir, mesh):
-  """Stages 1-3 (module docstring), each cached in the workdir."""
+  """Stages 1-3 (module docstring), each cached in the workdir.
+
+  Returns meta with the features, AE parameters and centres, and 'stages':
+  the wall time of each stage in this run and whether it came from the
+  cache (results.json).
+  """
   c = config.loss
   train_ids = splits['train']
-  feats = [f[train_ids] for f in _source_features(config, image_set,
-                                                  workdir, mesh)]
-  ae_path = os.path.join(workdir, 'mrhash_stages.npz')
+  stages = {}
+  feats = [normalize_features(f[train_ids], c.get('feature_norm', 'none'))
+           for f in _source_features(config, image_set, workdir, mesh,
+                                     stages)]
   weights = tuple(c.ae_weights)[:len(feats)] if len(feats) > 1 else (1.0,)
-  if os.path.exists(ae_path):
-    with np.load(ae_path, allow_pickle=False) as f:
-      params_bytes, centres = f['ae_params'].tobytes(), f['centres']
-      history = f['history'].tolist()
-    model = autoencoder.MultiSourceAE(tuple(x.shape[1] for x in feats),
-                                      latent=c.latent)
+  model = autoencoder.MultiSourceAE(tuple(x.shape[1] for x in feats),
+                                    latent=c.latent)
+  ae_path = os.path.join(workdir, 'mrhash_autoencoder.npz')
+  t0 = time.time()
+  cached = _load_npz(ae_path)
+  if cached:
     template = model.init(jax.random.key(0), jnp.zeros((1, feats[0].shape[1])))
-    ae_params = flax.serialization.from_bytes(template['params'], params_bytes)
+    ae_params = flax.serialization.from_bytes(
+        template['params'], cached['params'].tobytes())
+    history = cached['history'].tolist()
   else:
-    model, ae_params, history = mrhash_stages.train_autoencoder(
+    _, ae_params, history = mrhash_stages.train_autoencoder(
         feats, weights=weights, epochs=c.ae_epochs, batch_size=c.ae_batch,
         lr=c.ae_lr, latent=c.latent, seed=config.seed)
-    centres, _, _, _ = mrhash_stages.cluster(
-        model, ae_params, feats[0], k=c.clusters, restarts=c.kmeans_restarts,
-        seed=config.seed)
+    _save_npz(ae_path, params=np.frombuffer(
+        flax.serialization.to_bytes(ae_params), np.uint8),
+              history=np.asarray(history))
     if jax.process_index() == 0:
-      tmp = ae_path + '.tmp.npz'
-      np.savez(tmp, ae_params=np.frombuffer(
-          flax.serialization.to_bytes(ae_params), np.uint8),
-               centres=centres, history=np.asarray(history))
-      os.replace(tmp, ae_path)
       with open(os.path.join(workdir, 'mrhash_ae_loss.json'), 'w') as f:
         json.dump(history, f)
+  stages['autoencoder'] = _stage(t0, cached)
+  km_path = os.path.join(workdir, 'mrhash_kmeans.npz')
+  t0 = time.time()
+  cached = _load_npz(km_path)
+  if cached:
+    centres = cached['centres']
+  else:
+    centres, _, _, inertia = mrhash_stages.cluster(
+        model, ae_params, feats[0], k=c.clusters, restarts=c.kmeans_restarts,
+        seed=config.seed)
+    _save_npz(km_path, centres=centres, inertia=np.asarray(inertia))
+  stages['kmeans'] = _stage(t0, cached)
   print(f'mrhash: {len(feats)} source(s); autoencoder loss '
         f'{history[0]:.4g} -> {history[-1]:.4g} over {len(history)} epochs; '
         f'{c.clusters} centres', flush=True)
-  return {'features': feats, 'ae_params': ae_params, 'centres': centres}
+  print('mrhash stages: ' + ', '.join(
+      f'{k} {v["seconds"]:.1f}s{" (cached)" if v["cached"] else ""}'
+      for k, v in stages.items()), flush=True)
+  return {'features': feats, 'ae_params': ae_params, 'centres': centres,
+          'stages': stages}
 
 
 def init_params(variables, meta):
