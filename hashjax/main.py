@@ -5,8 +5,10 @@ r"""hashjax command line: train a method and evaluate it.
 
 Without --workdir the run goes to ./runs/<method>_<bits>b_<config hash>:
 the same command (same config) finds the same folder and resumes from its
-last checkpoint. Multi-host: set HASHJAX_DISTRIBUTED=1 to call
-jax.distributed.initialize() (TPU VM / SLURM / explicit coordinator env).
+last checkpoint. Multi-host: jax.distributed.initialize() runs when the
+launch environment asks for it (a multi-host TPU slice, srun with several
+tasks, HASHJAX_DISTRIBUTED=1, or HASHJAX_COORDINATOR/_NUM_PROCESSES/
+_PROCESS_ID); see hashjax/parallel.py and launch/.
 """
 import hashlib
 import os
@@ -64,9 +66,8 @@ def main(argv):
   if len(argv) > 1:
     sys.exit(f'hashjax: unexpected arguments {argv[1:]}; config values are '
              'set with --config.KEY=VALUE.')
-  if os.environ.get('HASHJAX_DISTRIBUTED') == '1':
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
+  from hashjax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize_distributed()
   from hashjax import train  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config is None:
