@@ -180,8 +180,13 @@ def _check_config(workdir, config):
       json.dump(current, f, indent=2, sort_keys=True)
 
 
-def run(config, workdir):
-  """Trains `config.method`, evaluates the final model, writes results."""
+def run(config, workdir, trace=None):
+  """Trains `config.method`, evaluates the final model, writes results.
+
+  `trace`, a dict, receives 'losses' (every step's loss), 'state' (the final
+  TrainState) and 'train_step' (the jitted step): for tests comparing runs
+  on different device counts.
+  """
   method = methods.get(config.method)
   if method.KIND == 'frozen_features':
     from hashjax import frozen  # pylint: disable=g-import-not-at-top
@@ -284,6 +289,8 @@ def run(config, workdir):
                                                                  mesh))
         step += 1
         metrics = jax.device_get(metrics)
+        if trace is not None:
+          trace.setdefault('losses', []).append(float(metrics['loss']))
         if not np.isfinite(metrics['loss']):
           last = mngr.latest_step()
           raise NonFiniteLossError(
@@ -346,4 +353,6 @@ def run(config, workdir):
           f'{_fmt_time(results["wall_seconds"])}\nresults: '
           f'{os.path.join(workdir, "results.json")}', flush=True)
   mngr.close()
+  if trace is not None:
+    trace.update(state=state, train_step=train_step)
   return results
