@@ -34,8 +34,8 @@ def main(method, data_root, workdir, out):
          'method_state': trace['state'].method_state})
     for path, leaf in leaves:
       arrays['leaf' + jax.tree_util.keystr(path)] = parallel.to_host(leaf)
-  if jax.process_index() == 0:
-    np.savez(out, **arrays)
+  np.savez(out.replace('.npz', f'_p{jax.process_index()}.npz')
+           if jax.process_index() else out, **arrays)
 
 
 if __name__ == '__main__':

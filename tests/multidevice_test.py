@@ -61,3 +61,32 @@ def test_eight_devices_match_one(method, small_rsscn7, tmp_path):
     finish(p)
   one, many = (np.load(tmp_path / f'{d}.npz') for d in (1, 8))
   compare(one, many, method)
+
+
+def test_two_processes_match_one(small_rsscn7, tmp_path):
+  """jax.distributed on localhost: 2 processes x 2 CPU devices (gloo
+  collectives) train AHCL (DCC bank included); both end with the parameters
+  of a single process with 4 devices."""
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  single = run_helper('ahcl', small_rsscn7, tmp_path / 'single',
+                      tmp_path / 'single.npz', 4)
+  finish(single)
+  procs = [run_helper('ahcl', small_rsscn7, tmp_path / 'multi',
+                      tmp_path / f'multi{i}.npz', 2,
+                      env={'HASHJAX_COORDINATOR': f'localhost:{port}',
+                           'HASHJAX_NUM_PROCESSES': '2',
+                           'HASHJAX_PROCESS_ID': str(i),
+                           'HASHJAX_DISTRIBUTED': ''})
+           for i in range(2)]
+  logs = [finish(p) for p in procs]
+  assert 'done:' in logs[0] and 'done:' not in logs[1]   # process 0 reports
+  one = np.load(tmp_path / 'single.npz')
+  multi = np.load(tmp_path / 'multi0.npz')
+  compare(one, multi, 'ahcl, 2 processes')
+  other = np.load(tmp_path / 'multi1_p1.npz')   # process 1's own copy
+  for k in multi.files:
+    np.testing.assert_array_equal(other[k], multi[k], err_msg=k)
+  assert (tmp_path / 'multi' / 'results.json').exists()
