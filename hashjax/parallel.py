@@ -1,8 +1,11 @@
 """Device mesh and shardings: data parallel over a 'data' axis.
 
-Arrays of the train state are replicated; batches are split along 'data'.
-Losses see the *global* batch: under jit, `u @ bank.T` or batch-wide
-mining compiles to the collectives it needs, on one CPU or a pod alike.
+Parameters are replicated; batches are split along 'data', and so are the
+method-state arrays with one row per database item (`rows_sharded`: the
+bank V, U, labels), so the DCC sweep and database encoding scale with the
+device count. Losses see the *global* batch: under jit, `u @ bank.T` or
+batch-wide mining compiles to the collectives it needs, on one CPU or a pod
+alike. Multi-host: `initialize_distributed`.
 """
 import os
 
@@ -23,6 +26,18 @@ def replicated(mesh):
 
 def data_sharded(mesh):
   return NamedSharding(mesh, P('data'))
+
+
+def rows_sharded(tree, n, mesh):
+  """Shardings for a pytree: leaves with n rows (n divisible by the device
+  count) split along 'data', the rest replicated. Returns a pytree of
+  NamedSharding with `tree`'s structure."""
+  devices = mesh.devices.size
+  def one(x):
+    if np.ndim(x) >= 1 and np.shape(x)[0] == n and n % devices == 0:
+      return data_sharded(mesh)
+    return replicated(mesh)
+  return jax.tree.map(one, tree)
 
 
 def check_batch_size(global_batch, mesh):

@@ -240,15 +240,24 @@ def run(config, workdir, trace=None):
     state = restored
     print(f'Resuming from the checkpoint at step {int(state.step)} in '
           f'{workdir}/checkpoints.', flush=True)
-  state = jax.device_put(state, parallel.replicated(mesh))
+  # Parameters are replicated; method-state arrays with one row per
+  # database item (the bank V, U, labels, MrHash's features and P) are
+  # sharded along 'data' (the DCC sweep and S^T U then run per shard).
+  shardings = state.replace(method_state=parallel.rows_sharded(
+      state.method_state, n, mesh))
+  shardings = jax.tree.map(
+      lambda x: x if isinstance(x, jax.sharding.Sharding)
+      else parallel.replicated(mesh), shardings,
+      is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+  state = jax.device_put(state, shardings)
   repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
   train_step = jax.jit(make_train_step(model, method, tx, lr_fn, loss_kw),
-                       in_shardings=(repl, data), out_shardings=(repl, repl),
-                       donate_argnums=0)
+                       in_shardings=(shardings, data),
+                       out_shardings=(shardings, repl), donate_argnums=0)
   hook = lambda fn: jax.jit(  # pylint: disable=g-long-lambda
       lambda s, *a: s.replace(method_state=fn(
           s.method_state, *a, params=s.params, **loss_kw)),
-      out_shardings=repl, donate_argnums=0)
+      out_shardings=shardings, donate_argnums=0)
   start_round, end_round = hook(method.start_round), hook(method.end_round)
 
   step = int(state.step)

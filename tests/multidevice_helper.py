@@ -29,6 +29,9 @@ def main(method, data_root, workdir, out):
   if 'state' in trace:
     arrays['losses'] = np.asarray(trace['losses'])
     arrays['compiles'] = np.int64(trace['train_step']._cache_size())  # pylint: disable=protected-access
+    arrays['rows_sharded'] = np.int64(sum(
+        getattr(x.sharding, 'spec', ()) == jax.sharding.PartitionSpec('data')
+        for x in jax.tree.leaves(trace['state'].method_state)))
     leaves = jax.tree_util.tree_leaves_with_path(
         {'params': trace['state'].params,
          'method_state': trace['state'].method_state})

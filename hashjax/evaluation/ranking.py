@@ -314,6 +314,12 @@ def _validated(
   return qc.astype(np.float32), dc.astype(np.float32), ql, dl
 
 
+# Peak bytes per (query, database item) pair in one chunk: distances, the
+# relevance mask, the ranking (int64) and the ranked relevance, measured by
+# bench/eval_ranking.py.
+BYTES_PER_PAIR = 12
+
+
 def retrieval_metrics(q_codes: Any,
                       db_codes: Any,
                       q_labels: Any,
@@ -321,7 +327,8 @@ def retrieval_metrics(q_codes: Any,
                       *,
                       topk: Sequence[int] = (),
                       precision_at: Sequence[int] = (),
-                      chunk_size: int = 512) -> dict[str, Any]:
+                      chunk_size: int | None = None,
+                      memory_budget: int = 1 << 30) -> dict[str, Any]:
   """Hamming-ranking retrieval metrics (see the module docstring).
 
   Args:
@@ -333,7 +340,11 @@ def retrieval_metrics(q_codes: Any,
       key keeps the ``K`` given).
     precision_at: cut-offs ``K`` for ``'p@K'``, clipped likewise.
     chunk_size: queries processed at once; peak memory is roughly
-      ``chunk_size * N * 12`` bytes (512 queries x 100k items ~ 600 MB).
+      ``chunk_size * N * BYTES_PER_PAIR`` bytes. None: as many as fit in
+      ``memory_budget`` (at most 512), so memory stays bounded whatever N
+      (bench/eval_ranking.py measures it).
+    memory_budget: bytes for one chunk's working arrays when chunk_size is
+      None (default 1 GiB).
 
   Returns:
     JSON-serialisable dict:
@@ -356,9 +367,12 @@ def retrieval_metrics(q_codes: Any,
       q_codes, db_codes, q_labels, db_labels)
   topk = [_check_k(k, 'topk entries') for k in topk]
   precision_at = [_check_k(k, 'precision_at entries') for k in precision_at]
-  chunk_size = _check_k(chunk_size, 'chunk_size')
   num_queries, bits = q_codes.shape
   num_db = db_codes.shape[0]
+  if chunk_size is None:
+    chunk_size = int(min(512, max(1, memory_budget // (num_db *
+                                                      BYTES_PER_PAIR))))
+  chunk_size = _check_k(chunk_size, 'chunk_size')
   # Distances fit the radix-sortable dtype used by `rank`; storing them
   # that way also quarters the chunk's distance memory.
   dist_dtype = np.uint8 if bits <= np.iinfo(np.uint8).max else np.uint16
