@@ -1,0 +1,213 @@
+"""A searchable archive: bit-packed binary codes in one versioned file.
+
+File layout (little-endian):
+
+  bytes 0-7    magic b'HASHJAXI'
+  bytes 8-11   format version (uint32), FORMAT_VERSION
+  bytes 12-19  header length H (uint64)
+  bytes 20-    header: UTF-8 JSON (bits, count, words, ids, labels,
+               class_names, source, codes_sha256, ...), zero-padded so the
+               codes start at a multiple of 64 bytes
+  then         codes: uint32 [count, words], bit j of a code is bit j % 32
+               of word j // 32, set where the ±1 code is +1
+
+`load` memory-maps the codes (nothing is read until searched) and checks
+the file size, the version and (unless verify=False) the SHA-256 of the
+codes, so a truncated, corrupt or foreign file is a clear error. `append`
+adds new codes after the old ones without re-encoding them.
+"""
+import hashlib
+import json
+import os
+import struct
+
+import numpy as np
+
+MAGIC = b'HASHJAXI'
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct('<8sIQ')   # magic, version, header length
+_ALIGN = 64
+
+
+class BadIndexError(ValueError):
+  """A problem with an index file (the message names the file and the fix)."""
+
+
+def pack(codes):
+  """[N, bits] ±1 (or 0/1, or bool) codes -> uint32 [N, ceil(bits/32)]."""
+  codes = np.asarray(codes)
+  if codes.ndim != 2:
+    raise ValueError(f'codes must be [N, bits], got shape {codes.shape}.')
+  bits = codes.shape[1]
+  on = codes > 0
+  words = -(-bits // 32)
+  padded = np.zeros((codes.shape[0], words * 32), np.uint8)
+  padded[:, :bits] = on
+  # packbits 'little' puts bit j of each byte at position j; 4 bytes per word.
+  as_bytes = np.packbits(padded, axis=1, bitorder='little')
+  return as_bytes.view('<u4').reshape(codes.shape[0], words).astype(np.uint32)
+
+
+def unpack(packed, bits):
+  """uint32 [N, words] -> int8 ±1 [N, bits] (the inverse of `pack`)."""
+  packed = np.ascontiguousarray(packed, dtype='<u4')
+  as_bytes = packed.view(np.uint8).reshape(packed.shape[0], -1)
+  on = np.unpackbits(as_bytes, axis=1, bitorder='little')[:, :bits]
+  return np.where(on > 0, 1, -1).astype(np.int8)
+
+
+def _sha256(array):
+  h = hashlib.sha256()
+  flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+  for start in range(0, flat.size, 1 << 26):
+    h.update(flat[start:start + (1 << 26)])
+  return h.hexdigest()
+
+
+def save(path, codes, ids, *, labels=None, class_names=None, source=None,
+         packed=None, bits=None):
+  """Writes an index of `codes` ([N, bits] ±1) or `packed` (+ `bits`).
+
+  Args:
+    path: the file to write (replaced atomically).
+    codes: ±1 codes, or None with packed= and bits=.
+    ids: N item ids (image paths or names), str.
+    labels: optional [N, C] multi-hot labels (relevance in reports).
+    class_names: optional C class names.
+    source: optional dict describing where the codes came from (the
+      workdir, checkpoint step, method, config), stored verbatim.
+
+  Returns:
+    The header dict written.
+  """
+  if packed is None:
+    codes = np.asarray(codes)
+    bits = codes.shape[1]
+    packed = pack(codes)
+  elif bits is None:
+    raise ValueError('save(packed=...) needs bits=.')
+  packed = np.ascontiguousarray(packed, dtype='<u4')
+  ids = [str(i) for i in ids]
+  if len(ids) != packed.shape[0]:
+    raise ValueError(f'{len(ids)} ids for {packed.shape[0]} codes.')
+  if labels is not None:
+    labels = np.asarray(labels)
+    if labels.shape[0] != packed.shape[0]:
+      raise ValueError(f'{labels.shape[0]} label rows for {packed.shape[0]} '
+                       'codes.')
+  header = dict(
+      bits=int(bits), count=int(packed.shape[0]), words=int(packed.shape[1]),
+      ids=ids,
+      labels=None if labels is None else labels.astype(int).tolist(),
+      class_names=None if class_names is None else list(class_names),
+      source=source or {}, codes_sha256=_sha256(packed))
+  blob = json.dumps(header).encode()
+  start = _PREFIX.size + len(blob)
+  pad = (-start) % _ALIGN
+  blob += b' ' * pad
+  tmp = f'{path}.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
+    f.write(blob)
+    f.write(packed.tobytes())
+  os.replace(tmp, path)
+  return header
+
+
+class Index:
+  """A loaded index: `packed` (memory-mapped uint32 [count, words]), `bits`,
+  `ids`, `labels` (or None), `class_names`, `source`, `path`."""
+
+  def __init__(self, path, header, packed):
+    self.path = path
+    self.header = header
+    self.packed = packed
+    self.bits = header['bits']
+    self.ids = header['ids']
+    self.labels = (None if header.get('labels') is None
+                   else np.asarray(header['labels'], np.float32))
+    self.class_names = header.get('class_names')
+    self.source = header.get('source', {})
+
+  def __len__(self):
+    return self.header['count']
+
+  def codes(self, rows=None):
+    """±1 codes of `rows` (all by default)."""
+    packed = self.packed if rows is None else self.packed[rows]
+    return unpack(packed, self.bits)
+
+
+def load(path, verify=True):
+  """Opens an index, memory-mapping its codes. Raises BadIndexError naming the
+  file for a missing, foreign, version-mismatched, truncated or corrupt
+  index."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'No index at {path!r}. Build one with '
+                            'hashjax.index.save (a search command is coming, issue 6).')
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    prefix = f.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size:
+      raise BadIndexError(f'{path!r} is truncated ({size} bytes): not a '
+                        'complete hashjax index. Rebuild it.')
+    magic, version, header_len = _PREFIX.unpack(prefix)
+    if magic != MAGIC:
+      raise BadIndexError(f'{path!r} is not a hashjax index (bad magic '
+                        f'{magic!r}).')
+    if version != FORMAT_VERSION:
+      raise BadIndexError(
+          f'{path!r} is index format version {version}; this hashjax reads '
+          f'version {FORMAT_VERSION}. Rebuild the index with this version.')
+    blob = f.read(header_len)
+  if len(blob) < header_len:
+    raise BadIndexError(f'{path!r} is truncated inside its header. Rebuild it.')
+  try:
+    header = json.loads(blob.decode())
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise BadIndexError(f'{path!r} has a corrupt header ({e}). Rebuild it.') \
+        from e
+  offset = _PREFIX.size + header_len
+  want = offset + header['count'] * header['words'] * 4
+  if size != want:
+    raise BadIndexError(
+        f'{path!r} is {size} bytes; its header describes {header["count"]} '
+        f'codes of {header["bits"]} bits ({want} bytes): the file is '
+        f'{"truncated" if size < want else "longer than its header says"}. '
+        'Rebuild it.')
+  packed = (np.memmap(path, dtype='<u4', mode='r', offset=offset,
+                      shape=(header['count'], header['words']))
+            if header['count'] else np.zeros((0, header['words']), '<u4'))
+  if verify and _sha256(packed) != header['codes_sha256']:
+    raise BadIndexError(f'{path!r}: the codes do not match their checksum '
+                      '(the file is corrupt). Rebuild it.')
+  return Index(path, header, packed)
+
+
+def append(path, codes, ids, labels=None, source=None):
+  """Adds `codes` ([M, bits] ±1) with `ids` (and `labels` if the index has
+  labels) after the existing codes; the old codes are copied, not
+  re-encoded. Returns the new Index."""
+  old = load(path)
+  codes = np.asarray(codes)
+  if codes.ndim != 2 or codes.shape[1] != old.bits:
+    raise ValueError(f'{path!r} holds {old.bits}-bit codes; the new codes '
+                     f'have shape {codes.shape}.')
+  if (old.labels is None) != (labels is None):
+    raise ValueError(f'{path!r} {"has" if old.labels is not None else "has no"}'
+                     ' labels; pass labels for the new items '
+                     f'{"too" if old.labels is not None else "only if it had"}.')
+  duplicate = set(old.ids).intersection(str(i) for i in ids)
+  if duplicate:
+    raise ValueError(f'{len(duplicate)} id(s) already in {path!r}, e.g. '
+                     f'{sorted(duplicate)[:3]}.')
+  packed = np.concatenate([np.asarray(old.packed), pack(codes)])
+  merged_labels = (None if labels is None else
+                   np.concatenate([old.labels, np.asarray(labels)]))
+  src = dict(old.source)
+  if source:
+    src.setdefault('appended', []).append(source)
+  save(path, None, list(old.ids) + [str(i) for i in ids],
+       labels=merged_labels, class_names=old.class_names, source=src,
+       packed=packed, bits=old.bits)
+  return load(path)
