@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ import numpy as np
 import optax
 from absl import logging
 from clu import metric_writers
+import ml_collections
 
 from hashjax import checkpoint
 from hashjax import methods
@@ -180,6 +182,66 @@ def _check_config(workdir, config):
       json.dump(current, f, indent=2, sort_keys=True)
 
 
+def _build(config, workdir, mesh):
+  """Data, splits, model, the method's prepared meta and the optimizer of a
+  run: shared by `run` and `load_trained`."""
+  method = methods.get(config.method)
+  image_set = sources.load(config.data)
+  splits = protocols.split(image_set.names, image_set.primary_labels,
+                           image_set.class_names, config.data.protocol)
+  train_ids = splits['train']
+  n = len(train_ids)
+  model = method.make_model(config, num_classes=len(image_set.class_names))
+  meta = {'train_labels': image_set.labels[train_ids], 'num_train': n,
+          'train_ids': train_ids}
+  t_prepare = time.time()
+  meta.update(method.prepare(config, image_set, splits, workdir, mesh))
+  prepare_seconds = time.time() - t_prepare
+  m = config.train.samples_per_round or n
+  if m > n:
+    raise ValueError(f'train.samples_per_round={m} exceeds the {n} training '
+                     'images.')
+  steps_per_round = config.train.epochs_per_round * math.ceil(
+      m / config.input.batch_size)
+  total_steps = config.train.rounds * steps_per_round
+  tx, lr_fn = optim.make(config.optim, total_steps, steps_per_round, m)
+  return types.SimpleNamespace(
+      method=method, image_set=image_set, splits=splits, n=n, m=m,
+      model=model, meta=meta, prepare_seconds=prepare_seconds, tx=tx,
+      lr_fn=lr_fn, steps_per_round=steps_per_round, total_steps=total_steps)
+
+
+def load_trained(workdir):
+  """A trained run, from its workdir: its config, the data and splits, the
+  model and the last checkpoint's TrainState (for hashjax.search).
+
+  Returns a namespace with config, method, model, state, image_set,
+  splits, mesh.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{workdir!r} is not a hashjax run (no '
+                            'config.json). Train one with python -m '
+                            'hashjax.main first.')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  if methods.get(config.method).KIND == 'frozen_features':
+    raise ValueError(f'{workdir!r} is a {config.method} run: it has no '
+                     'network to encode new images with.')
+  mesh = parallel.make_mesh()
+  b = _build(config, workdir, mesh)
+  state = init_state(config, b.model, b.method, b.tx, b.meta,
+                     pretrained=False)
+  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
+  restored, step = checkpoint.restore_latest(mngr, state)
+  mngr.close()
+  if restored is None:
+    raise FileNotFoundError(f'{workdir!r} has no checkpoint yet.')
+  return types.SimpleNamespace(
+      config=config, method=b.method, model=b.model, state=restored,
+      step=int(step), image_set=b.image_set, splits=b.splits, mesh=mesh)
+
+
 def run(config, workdir, trace=None):
   """Trains `config.method`, evaluates the final model, writes results.
 
@@ -199,27 +261,12 @@ def run(config, workdir, trace=None):
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)
 
-  image_set = sources.load(config.data)
-  splits = protocols.split(image_set.names, image_set.primary_labels,
-                           image_set.class_names, config.data.protocol)
-  train_ids = splits['train']
-  n = len(train_ids)
-  model = method.make_model(config, num_classes=len(image_set.class_names))
-  meta = {'train_labels': image_set.labels[train_ids], 'num_train': n,
-          'train_ids': train_ids}
-  t_prepare = time.time()
-  meta.update(method.prepare(config, image_set, splits, workdir, mesh))
-  prepare_seconds = time.time() - t_prepare
-  loss_kw = config.loss.to_dict()
-
-  m = config.train.samples_per_round or n
-  if m > n:
-    raise ValueError(f'train.samples_per_round={m} exceeds the {n} training '
-                     'images.')
-  batch = config.input.batch_size
-  steps_per_round = config.train.epochs_per_round * math.ceil(m / batch)
-  total_steps = config.train.rounds * steps_per_round
-  tx, lr_fn = optim.make(config.optim, total_steps, steps_per_round, m)
+  b = _build(config, workdir, mesh)
+  image_set, splits, model, meta = b.image_set, b.splits, b.model, b.meta
+  n, m, tx, lr_fn = b.n, b.m, b.tx, b.lr_fn
+  steps_per_round, total_steps = b.steps_per_round, b.total_steps
+  prepare_seconds, loss_kw = b.prepare_seconds, config.loss.to_dict()
+  batch, train_ids = config.input.batch_size, splits['train']
 
   print(f'hashjax: {config.method}, {config.bits} bits, data '
         f'{config.data.name} ({len(image_set)} images, '

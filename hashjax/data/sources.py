@@ -64,6 +64,12 @@ def _check_image(path):
   return None
 
 
+def check_decodable(paths, what='the query'):
+  """Raises ValueError naming every file of `paths` that does not decode."""
+  _validate(list(paths), list(paths), np.zeros((len(paths), 1), np.float32),
+            False, what)
+
+
 def _validate(paths, names, labels, skip_bad, what):
   """Decodes every image; raises on the first bad ones unless skip_bad."""
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
