@@ -65,7 +65,7 @@ def _first_k(dist, index, k, bits):
 
 @functools.partial(jax.jit, static_argnames=('k', 'bits', 'group',
                                              'max_groups'))
-def topk_block(q, db, n_valid, *, k, bits, group=32, max_groups=256):
+def topk_block(q, db, n_valid, *, k, bits, group=32, max_groups=128):
   """Exact top-k for a block of queries.
 
   Args:
@@ -109,8 +109,8 @@ def topk_block(q, db, n_valid, *, k, bits, group=32, max_groups=256):
   return _first_k(cand, jnp.where(ok, rows, n), k, bits)
 
 
-def search(q_packed, db_packed, k, bits, *, query_block=64, group=32,
-           max_groups=256):
+def search(q_packed, db_packed, k, bits, *, query_block=32, group=32,
+           max_groups=128):
   """Exact top-k of every query: (distances [Q, k], indices [Q, k]) numpy.
 
   k is clipped to the database size. Queries go in blocks of
