@@ -39,22 +39,6 @@ from absl import flags
 from absl import logging
 import numpy as np
 
-_INDEX = flags.DEFINE_string('index', None, 'Index file to search.')
-_QUERY = flags.DEFINE_string(
-    'query', None, 'An image, a folder of images, or a .txt list of paths.')
-_K = flags.DEFINE_integer('k', 20, 'Results per query.')
-_REPORT = flags.DEFINE_string(
-    'report', None, 'Write a visual report: .html (self-contained) or .png.')
-_WORKDIR = flags.DEFINE_string('workdir', None,
-                               'Trained run (build, or override the '
-                               "index's own run when querying).")
-_OUT = flags.DEFINE_string('out', None, 'Index file to write (build).')
-_IMAGES = flags.DEFINE_string(
-    'images', None, 'Build: encode this <class>/<image> folder instead of the '
-    "run's database.")
-_APPEND = flags.DEFINE_bool('append', False,
-                            'Build: add to the existing --out index.')
-
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
 
 
@@ -293,5 +277,27 @@ def main(argv):
     sys.exit(f'hashjax.search: error: {e}')
 
 
+def _define_flags():
+  """The command's flags, defined only when run as a program (so importing
+  hashjax.search next to hashjax.convert defines no flag twice)."""
+  global _INDEX, _QUERY, _K, _REPORT, _WORKDIR, _OUT, _IMAGES, _APPEND  # pylint: disable=global-statement
+  _INDEX = flags.DEFINE_string('index', None, 'Index file to search.')
+  _QUERY = flags.DEFINE_string(
+      'query', None, 'An image, a folder of images, or a .txt list of paths.')
+  _K = flags.DEFINE_integer('k', 20, 'Results per query.')
+  _REPORT = flags.DEFINE_string(
+      'report', None, 'Write a visual report: .html (self-contained) or .png.')
+  _WORKDIR = flags.DEFINE_string('workdir', None,
+                                 'Trained run (build, or override the '
+                                 "index's own run when querying).")
+  _OUT = flags.DEFINE_string('out', None, 'Index file to write (build).')
+  _IMAGES = flags.DEFINE_string(
+      'images', None, 'Build: encode this <class>/<image> folder instead of the '
+      "run's database.")
+  _APPEND = flags.DEFINE_bool('append', False,
+                              'Build: add to the existing --out index.')
+
+
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
