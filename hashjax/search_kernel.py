@@ -63,44 +63,65 @@ def _first_k(dist, index, k, bits):
   return d, i
 
 
-@functools.partial(jax.jit, static_argnames=('k', 'bits', 'group',
+def _select(minima, k, m, bits):
+  """Positions [B, m] (ascending; fill = L) of the units to re-score, given
+  each unit's minimum distance [B, L] (units in index order).
+
+  t = the k-th smallest minimum bounds the k-th distance (D_k <= t). Taken:
+  every unit with minimum < t (fewer than k), then the lowest-index units
+  at t, m in all. Each holds a code within t, so the taken units hold >= k
+  codes closer than t, or at t and below the last unit taken: the top k,
+  ties by index, are among them.
+  """
+  length = minima.shape[1]
+  cum = jnp.cumsum(_bincount_rows(minima, bits + 2), axis=1)
+  t = jnp.argmax(cum >= min(k, length), axis=1)
+  below = jnp.where(t > 0, jnp.take_along_axis(
+      cum, jnp.maximum(t - 1, 0)[:, None], 1)[:, 0], 0)
+  at = minima == t[:, None]
+  take = (minima < t[:, None]) | (at & (jnp.cumsum(at, axis=1)
+                                        <= (m - below)[:, None]))
+  return jax.vmap(lambda tk: jnp.nonzero(tk, size=m, fill_value=length)[0])(
+      take)
+
+
+@functools.partial(jax.jit, static_argnames=('k', 'bits', 'group', 'fanout',
                                              'max_groups'))
-def topk_block(q, db, n_valid, *, k, bits, group=32, max_groups=128):
+def topk_block(q, db, n_valid, *, k, bits, group=32, fanout=16,
+               max_groups=100):
   """Exact top-k for a block of queries.
 
   Args:
     q: [B, W] uint32 packed queries.
-    db: [N, W] uint32 packed database, N a multiple of `group` (pad with
-      anything; rows >= n_valid never match).
+    db: [N, W] uint32 packed database, N a multiple of group * fanout (pad
+      with anything; rows >= n_valid never match).
     n_valid: number of real database rows (int32 scalar).
     k: results per query, k <= n_valid.
     bits: code length.
+    group: codes per group; fanout: groups per super-group.
   Returns:
     (distances [B, k] int32, indices [B, k] int32), ascending.
   """
-  n, w = db.shape
-  g = n // group
+  n, _ = db.shape
+  b, g = q.shape[0], n // group
   far = bits + 1
-  valid = jnp.arange(n) < n_valid
-
-  b = q.shape[0]
   m = max(max_groups, k)
+  valid = jnp.arange(n) < n_valid
   # One fused pass: distances reduced to their minimum per group.
   cmin = jnp.where(valid[None], _distances(q, db), far).reshape(
       b, g, group).min(-1)                                    # [B, G]
-  cum = jnp.cumsum(_bincount_rows(cmin, bits + 2), axis=1)
-  t = jnp.argmax(cum >= min(k, g), axis=1)                    # D_k <= t
-  below = jnp.where(t > 0, jnp.take_along_axis(
-      cum, jnp.maximum(t - 1, 0)[:, None], 1)[:, 0], 0)       # < k groups
-  # Every group with cmin < t, then the lowest-index groups with cmin == t
-  # up to m groups in all. Each holds >= 1 code within t, so the
-  # candidates hold >= k codes that are either closer than t or at t and
-  # below the last group taken: exactly the top k, ties by index.
-  at = cmin == t[:, None]
-  take = (cmin < t[:, None]) | (at & (jnp.cumsum(at, axis=1)
-                                      <= (m - below)[:, None]))
-  groups = jax.vmap(lambda tk: jnp.nonzero(tk, size=m, fill_value=g)[0])(
-      take)                                                   # [B, m]
+  # Super-groups of `fanout` groups: pick those that can hold the top k
+  # (_select), then the groups within them, then re-score their codes.
+  smin = cmin.reshape(b, g // fanout, fanout).min(-1)
+  sup = _select(smin, k, m, bits)                             # [B, m]
+  gidx = (sup[:, :, None] * fanout + jnp.arange(fanout)).reshape(b, -1)
+  gok = jnp.repeat(sup < g // fanout, fanout, axis=1)
+  gmin = jnp.where(gok, jnp.take_along_axis(
+      cmin, jnp.where(gok, gidx, 0), 1), far)                 # [B, m*fanout]
+  pos = _select(gmin, k, m, bits)                             # [B, m]
+  pok = pos < gmin.shape[1]
+  groups = jnp.where(pok, jnp.take_along_axis(
+      gidx, jnp.where(pok, pos, 0), 1), g)
   rows = (groups[:, :, None] * group + jnp.arange(group)).reshape(b, -1)
   ok = (rows < n_valid) & (jnp.repeat(groups, group, axis=1) < g)
   safe = jnp.where(ok, rows, 0)
@@ -109,8 +130,8 @@ def topk_block(q, db, n_valid, *, k, bits, group=32, max_groups=128):
   return _first_k(cand, jnp.where(ok, rows, n), k, bits)
 
 
-def search(q_packed, db_packed, k, bits, *, query_block=32, group=32,
-           max_groups=128):
+def search(q_packed, db_packed, k, bits, *, query_block=64, group=32,
+           fanout=16, max_groups=100):
   """Exact top-k of every query: (distances [Q, k], indices [Q, k]) numpy.
 
   k is clipped to the database size. Queries go in blocks of
@@ -121,7 +142,7 @@ def search(q_packed, db_packed, k, bits, *, query_block=32, group=32,
   k = int(min(k, n))
   if k < 1:
     raise ValueError('search needs a non-empty database and k >= 1.')
-  pad = (-n) % group
+  pad = (-n) % (group * fanout)
   if pad:
     db = np.concatenate([db, np.zeros((pad, db.shape[1]), np.uint32)])
   db = jnp.asarray(db)
@@ -134,7 +155,7 @@ def search(q_packed, db_packed, k, bits, *, query_block=32, group=32,
       block = np.concatenate([block, np.zeros((query_block - b, q.shape[1]),
                                               np.uint32)])
     d, i = topk_block(jnp.asarray(block), db, jnp.int32(n), k=k, bits=bits,
-                      group=group, max_groups=max_groups)
+                      group=group, fanout=fanout, max_groups=max_groups)
     out_d.append(np.asarray(d)[:b])
     out_i.append(np.asarray(i)[:b])
   return np.concatenate(out_d), np.concatenate(out_i)

@@ -1,5 +1,6 @@
 """The exact Hamming top-k kernel against a stable sort: random codes,
-heavy ties and duplicates, ragged sizes."""
+heavy ties and duplicates, ragged sizes; fanout 2 makes both selection
+levels prune."""
 import numpy as np
 import pytest
 
@@ -21,7 +22,8 @@ def reference(q, db, k):
     (70, 16, 100, 0),          # k > N: clipped
     (257, 64, 5, 1),           # every code identical
 ])
-def test_matches_stable_sort(n, bits, k, clusters):
+@pytest.mark.parametrize('fanout', [2, 32])
+def test_matches_stable_sort(n, bits, k, clusters, fanout):
   rng = np.random.default_rng(n + bits)
   if clusters:
     centres = rng.integers(0, 2, (clusters, bits))
@@ -32,8 +34,8 @@ def test_matches_stable_sort(n, bits, k, clusters):
     codes = rng.integers(0, 2, (n, bits))
   packed = index.pack(codes * 2 - 1)
   q = packed[rng.integers(0, n, 70)] ^ np.uint32(rng.integers(0, 4))
-  d, i = search_kernel.search(q, packed, k, bits, query_block=32, group=8,
-                              max_groups=16)
+  d, i = search_kernel.search(q, packed, k, bits, query_block=32, group=4,
+                              fanout=fanout, max_groups=16)
   want_d, want_i = reference(q, packed, min(k, n))
   np.testing.assert_array_equal(d, want_d)
   np.testing.assert_array_equal(i, want_i)
