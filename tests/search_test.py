@@ -49,3 +49,37 @@ def test_defaults_on_a_larger_database():
   want_d, want_i = reference(q, db, 100)
   np.testing.assert_array_equal(d, want_d)
   np.testing.assert_array_equal(i, want_i)
+
+
+SHARDED = '''
+import numpy as np, jax
+from hashjax import search_kernel as sk
+assert jax.device_count() == 8
+rng = np.random.default_rng(0)
+for n, bits, k in [(5000, 64, 100), (3001, 32, 50), (70, 16, 100)]:
+  db = rng.integers(0, 2**32, (n, bits // 32), dtype=np.uint32)
+  db[::7] = db[0]                      # duplicates across every shard
+  q = np.concatenate([db[:3], rng.integers(0, 2**32, (40, bits // 32),
+                                           dtype=np.uint32)])
+  d, i = sk.search(q, db, k, bits, group=4, fanout=2, max_groups=16)
+  full = np.bitwise_count(q[:, None] ^ db[None]).sum(-1)
+  o = np.argsort(full, 1, kind='stable')[:, :min(k, n)]
+  assert (i == o).all(), (n, bits)
+  assert (d == np.take_along_axis(full, o, 1)).all(), (n, bits)
+print('ok')
+'''
+
+
+def test_sharded_over_eight_devices():
+  """The database split over 8 (fake) devices: the same exact ranking."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ,
+             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  out = subprocess.run([sys.executable, '-c', SHARDED], env=env,
+                       capture_output=True, text=True, check=False,
+                       cwd=os.path.dirname(os.path.dirname(
+                           os.path.abspath(__file__))))
+  assert out.returncode == 0 and out.stdout.strip().endswith('ok'), (
+      out.stdout[-2000:] + out.stderr[-2000:])
