@@ -5,9 +5,9 @@ AHCL/DGSSH, the network's codes of the database images otherwise):
 
   python -m hashjax.search --workdir=runs/ahcl_64b_xxxx --out=archive.hjidx
 
-Encode another image folder (<class>/<image>, labels from the folders) into
-a new index, or add it to an existing one without re-encoding the old
-codes:
+Encode another image folder (<class>/<image>, labels from the folders) or
+a TFDS split (--images=tfds:NAME[:SPLIT] --tfds_data_dir=DIR) into a new
+index, or add it to an existing one without re-encoding the old codes:
 
   python -m hashjax.search --workdir=RUN --images=DIR --out=archive.hjidx
   python -m hashjax.search --workdir=RUN --images=NEW_DIR --out=archive.hjidx \
@@ -51,19 +51,29 @@ def _encode(run, image_set):
                           np.arange(len(image_set)), run.config, run.mesh)
 
 
-def build(workdir, out, images=None, append=False):
+def image_source(spec, tfds_data_dir=''):
+  """A <class>/<image> folder, or 'tfds:NAME[:SPLIT]' (a TFDS dataset
+  prepared in tfds_data_dir), as an ImageSet."""
+  from hashjax.data import sources  # pylint: disable=g-import-not-at-top
+  if spec.startswith('tfds:'):
+    name, _, split = spec[len('tfds:'):].partition(':')
+    return sources.from_tfds(name, split or 'train', tfds_data_dir)
+  return sources.from_folder(spec)
+
+
+def build(workdir, out, images=None, append=False, tfds_data_dir=''):
   """Writes (or extends) an index; returns the Index."""
   from hashjax import codes  # pylint: disable=g-import-not-at-top
   from hashjax import index  # pylint: disable=g-import-not-at-top
   from hashjax import parallel  # pylint: disable=g-import-not-at-top
   from hashjax import train  # pylint: disable=g-import-not-at-top
-  from hashjax.data import sources  # pylint: disable=g-import-not-at-top
   run = train.load_trained(workdir)
   source = dict(workdir=os.path.abspath(workdir), step=run.step,
                 method=run.config.method, bits=run.config.bits)
   if images:
-    image_set = sources.from_folder(images)
-    source['images'] = os.path.abspath(images)
+    image_set = image_source(images, tfds_data_dir)
+    source['images'] = (images if images.startswith('tfds:')
+                        else os.path.abspath(images))
     c = _encode(run, image_set)
     ids, labels, names = list(image_set.paths), image_set.labels, \
         image_set.class_names
@@ -260,7 +270,8 @@ def main(argv):
     if _OUT.value:
       if not _WORKDIR.value:
         sys.exit('hashjax.search: building an index needs --workdir=RUN.')
-      idx = build(_WORKDIR.value, _OUT.value, _IMAGES.value, _APPEND.value)
+      idx = build(_WORKDIR.value, _OUT.value, _IMAGES.value, _APPEND.value,
+                  _TFDS_DATA_DIR.value)
       print(f'index {_OUT.value}: {len(idx):,} codes of {idx.bits} bits '
             f'from {idx.source.get("workdir")}')
       return
@@ -281,6 +292,7 @@ def _define_flags():
   """The command's flags, defined only when run as a program (so importing
   hashjax.search next to hashjax.convert defines no flag twice)."""
   global _INDEX, _QUERY, _K, _REPORT, _WORKDIR, _OUT, _IMAGES, _APPEND  # pylint: disable=global-statement
+  global _TFDS_DATA_DIR  # pylint: disable=global-statement
   _INDEX = flags.DEFINE_string('index', None, 'Index file to search.')
   _QUERY = flags.DEFINE_string(
       'query', None, 'An image, a folder of images, or a .txt list of paths.')
@@ -292,8 +304,10 @@ def _define_flags():
                                  "index's own run when querying).")
   _OUT = flags.DEFINE_string('out', None, 'Index file to write (build).')
   _IMAGES = flags.DEFINE_string(
-      'images', None, 'Build: encode this <class>/<image> folder instead of the '
-      "run's database.")
+      'images', None, 'Build: encode this <class>/<image> folder, or '
+      "tfds:NAME[:SPLIT], instead of the run's database.")
+  _TFDS_DATA_DIR = flags.DEFINE_string(
+      'tfds_data_dir', '', 'TFDS data_dir for --images=tfds:NAME.')
   _APPEND = flags.DEFINE_bool('append', False,
                               'Build: add to the existing --out index.')
 

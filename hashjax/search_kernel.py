@@ -166,42 +166,59 @@ def _sharded_topk(mesh, k, bits, group, fanout, max_groups, local_n):
 
 
 def search(q_packed, db_packed, k, bits, *, query_block=64, group=32,
-           fanout=16, max_groups=100, mesh=None):
+           fanout=16, max_groups=100, mesh=None, db_chunk=1 << 22):
   """Exact top-k of every query: (distances [Q, k], indices [Q, k]) numpy.
 
   k is clipped to the database size. Queries go in blocks of
-  `query_block`. With several devices (or a `mesh` with a 'data' axis) the
-  database is split over them and the per-device results merged.
+  `query_block`; the database in chunks of `db_chunk` codes (a memory-mapped
+  index is read one chunk at a time), each chunk's top k merging into the
+  running result by (distance, index). With several devices (or a `mesh`
+  with a 'data' axis) each chunk is split over them and the per-device
+  results merged.
   """
   from hashjax import parallel  # pylint: disable=g-import-not-at-top
-  db = np.asarray(db_packed, np.uint32)
-  n = db.shape[0]
+  n = db_packed.shape[0]
   k = int(min(k, n))
   if k < 1:
     raise ValueError('search needs a non-empty database and k >= 1.')
   if mesh is None and jax.device_count() > 1:
     mesh = parallel.make_mesh()
   devices = 1 if mesh is None else mesh.devices.size
-  pad = (-n) % (group * fanout * devices)
-  if pad:
-    db = np.concatenate([db, np.zeros((pad, db.shape[1]), np.uint32)])
-  if devices > 1:
-    db = jax.device_put(db, parallel.data_sharded(mesh))
-    step = _sharded_topk(mesh, k, bits, group, fanout, max_groups,
-                         db.shape[0] // devices)
-  else:
-    db = jnp.asarray(db)
-    step = functools.partial(_topk_block_jit, k=k, bits=bits, group=group,
-                             fanout=fanout, max_groups=max_groups)
+  unit = group * fanout * devices
+  db_chunk = max(unit, db_chunk // unit * unit)
   q = np.asarray(q_packed, np.uint32)
-  out_d, out_i = [], []
-  for s in range(0, len(q), query_block):
-    block = q[s:s + query_block]
-    b = len(block)
-    if b < query_block:   # one compiled shape
-      block = np.concatenate([block, np.zeros((query_block - b, q.shape[1]),
-                                              np.uint32)])
-    d, i = step(jnp.asarray(block), db, jnp.int32(n))
-    out_d.append(np.asarray(d)[:b])
-    out_i.append(np.asarray(i)[:b])
-  return np.concatenate(out_d), np.concatenate(out_i)
+  best_d = best_i = None
+  for start in range(0, n, db_chunk):
+    db = np.asarray(db_packed[start:start + db_chunk], np.uint32)
+    rows = db.shape[0]
+    kk = min(k, rows)
+    pad = (-rows) % unit
+    if pad:
+      db = np.concatenate([db, np.zeros((pad, db.shape[1]), np.uint32)])
+    if devices > 1:
+      db = jax.device_put(db, parallel.data_sharded(mesh))
+      step = _sharded_topk(mesh, kk, bits, group, fanout, max_groups,
+                           db.shape[0] // devices)
+    else:
+      db = jnp.asarray(db)
+      step = functools.partial(_topk_block_jit, k=kk, bits=bits, group=group,
+                               fanout=fanout, max_groups=max_groups)
+    out_d, out_i = [], []
+    for s in range(0, len(q), query_block):
+      block = q[s:s + query_block]
+      b = len(block)
+      if b < query_block:   # one compiled shape
+        block = np.concatenate([block, np.zeros((query_block - b, q.shape[1]),
+                                                np.uint32)])
+      d, i = step(jnp.asarray(block), db, jnp.int32(rows))
+      out_d.append(np.asarray(d)[:b])
+      out_i.append(np.asarray(i)[:b].astype(np.int64) + start)
+    d, i = np.concatenate(out_d), np.concatenate(out_i)
+    if best_d is None:
+      best_d, best_i = d, i
+    else:   # merge: (distance, index) order, keep k
+      d, i = np.concatenate([best_d, d], 1), np.concatenate([best_i, i], 1)
+      order = np.lexsort((i, d), axis=1)[:, :k]
+      best_d = np.take_along_axis(d, order, 1)
+      best_i = np.take_along_axis(i, order, 1)
+  return best_d, best_i

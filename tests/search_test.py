@@ -41,6 +41,22 @@ def test_matches_stable_sort(n, bits, k, clusters, fanout):
   np.testing.assert_array_equal(i, want_i)
 
 
+@pytest.mark.parametrize('db_chunk', [64, 1000])
+def test_database_in_chunks(db_chunk):
+  """The database in chunks (a memory-mapped index, one chunk at a time)
+  merges to the same exact top k, duplicates across chunks included."""
+  rng = np.random.default_rng(db_chunk)
+  db = rng.integers(0, 2**32, (3000, 2), dtype=np.uint32)
+  db[::5] = db[1]
+  q = np.concatenate([db[1:4], rng.integers(0, 2**32, (20, 2),
+                                            dtype=np.uint32)])
+  d, i = search_kernel.search(q, db, 100, 64, group=4, fanout=2,
+                              max_groups=16, db_chunk=db_chunk)
+  want_d, want_i = reference(q, db, 100)
+  np.testing.assert_array_equal(d, want_d)
+  np.testing.assert_array_equal(i, want_i)
+
+
 def test_defaults_on_a_larger_database():
   rng = np.random.default_rng(0)
   db = rng.integers(0, 2**32, (100_000, 2), dtype=np.uint32)
