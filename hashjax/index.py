@@ -144,7 +144,8 @@ def load(path, verify=True):
   index."""
   if not os.path.exists(path):
     raise FileNotFoundError(f'No index at {path!r}. Build one with '
-                            'hashjax.index.save (a search command is coming, issue 6).')
+                            'python -m hashjax.search --workdir=RUN '
+                            '--out=FILE.')
   size = os.path.getsize(path)
   with open(path, 'rb') as f:
     prefix = f.read(_PREFIX.size)
