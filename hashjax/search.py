@@ -42,13 +42,13 @@ import numpy as np
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
 
 
-def _encode(run, image_set):
-  """±1 codes of every image of `image_set` with the run's network."""
+def _encode(run, image_set, ids=None):
+  """±1 codes of the images `ids` (all by default) of `image_set`, with the
+  run's network."""
   from hashjax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-  step = evaluator.make_encode_step(run.model, run.mesh)
-  variables = {'params': run.state.params, **run.state.model_state}
-  return evaluator.encode(step, variables, image_set,
-                          np.arange(len(image_set)), run.config, run.mesh)
+  return evaluator.encoder(run.model, run.state, image_set, run.config,
+                           run.mesh)(np.arange(len(image_set)) if ids is None
+                                     else ids)
 
 
 def image_source(spec, tfds_data_dir=''):
@@ -84,7 +84,7 @@ def build(workdir, out, images=None, append=False, tfds_data_dir=''):
           run.method.database_codes(run.state.method_state)))
       source['codes'] = 'learned database codes (V)'
     else:
-      c = _encode(run, _subset(run.image_set, db))
+      c = _encode(run, run.image_set, db)
       source['codes'] = 'network codes of the database images'
     ids = list(run.image_set.paths[db])
     labels, names = run.image_set.labels[db], run.image_set.class_names
@@ -106,13 +106,6 @@ def _remap_labels(labels, names, target):
   for j, name in enumerate(names):
     out[:, target.index(name)] = labels[:, j]
   return out
-
-
-def _subset(image_set, ids):
-  from hashjax.data import sources  # pylint: disable=g-import-not-at-top
-  return sources.ImageSet(image_set.paths[ids],
-                          [image_set.names[i] for i in ids],
-                          image_set.labels[ids], image_set.class_names)
 
 
 def query_paths(query):

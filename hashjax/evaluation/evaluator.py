@@ -77,12 +77,18 @@ def metrics_for(q_codes, db_codes, image_set, splits, config):
   return metrics
 
 
-def evaluate(*, model, method, state, image_set, splits, config, mesh):
-  """Returns (metrics dict, query codes, database codes)."""
+def encoder(model, state, image_set, config, mesh):
+  """ids -> codes [len(ids), bits] of those images of `image_set`, with the
+  network of `state` (evaluation, hashjax.search)."""
   step = make_encode_step(model, mesh)
   variables = {'params': state.params, **state.model_state}
-  run_encode = functools.partial(encode, step, variables, image_set,
-                                 config=config, mesh=mesh)
+  return functools.partial(encode, step, variables, image_set, config=config,
+                           mesh=mesh)
+
+
+def evaluate(*, model, method, state, image_set, splits, config, mesh):
+  """Returns (metrics dict, query codes, database codes)."""
+  run_encode = encoder(model, state, image_set, config, mesh)
   q_codes = run_encode(splits['query'])
   if method.DATABASE_CODES == 'bank':
     db_codes = codes.binarize(
