@@ -65,12 +65,18 @@ def cached_features(config, image_set, mesh, workdir, source=0, view=None,
     raise ValueError(f'{path} was computed for other images or another '
                      'view; delete it.')
   features = extract_features(config, image_set, mesh, view)
+  save_npz(path, features=features, names=np.asarray(image_set.names),
+           view=np.asarray(view_name))
+  return features, False
+
+
+def save_npz(path, **arrays):
+  """A stage's cache file, written by process 0 only and atomically (a
+  temporary file, then a rename), so a killed run leaves no partial file."""
   if jax.process_index() == 0:
     tmp = path + '.tmp.npz'
-    np.savez(tmp, features=features, names=np.asarray(image_set.names),
-             view=np.asarray(view_name))
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)
-  return features, False
 
 
 def run(config, method, workdir):

@@ -94,19 +94,17 @@ def _source_features(config, image_set, workdir, mesh, stages):
   out = []
   for k, spec in enumerate(_source_specs(config)):
     view = views.get(spec) if spec else None
-    if spec.startswith('tfds:'):   # another feature of the same TFDS data
+    source_set = image_set   # source 1, or a view computed from it
+    if spec and view is None:   # other images, paired by relative path
       d = config.data
-      other = sources_lib.from_tfds(d.name, d.tfds_split, d.data_dir,
-                                    d.download, d.cache_dir,
-                                    d.skip_bad_images, spec[len('tfds:'):])
+      if spec.startswith('tfds:'):   # another feature of the same TFDS data
+        other = sources_lib.from_tfds(d.name, d.tfds_split, d.data_dir,
+                                      d.download, d.cache_dir,
+                                      d.skip_bad_images, spec[len('tfds:'):])
+      else:                          # a folder root
+        other = sources_lib.from_folder(spec, d.skip_bad_images)
       source_set = sources_lib.pair_sources(
           [image_set, other], ['source 1', spec])[1]
-    elif spec and view is None:   # a folder root, paired by relative path
-      other = sources_lib.from_folder(spec, config.data.skip_bad_images)
-      source_set = sources_lib.pair_sources(
-          [image_set, other], ['source 1', spec])[1]
-    else:
-      source_set = image_set
     t0 = time.time()
     feats, cached = frozen.cached_features(config, source_set, mesh, workdir,
                                            source=k, view=view, view_name=spec)
@@ -134,13 +132,6 @@ def _load_npz(path):
     return {}
   with np.load(path, allow_pickle=False) as f:
     return dict(f)
-
-
-def _save_npz(path, **arrays):
-  if jax.process_index() == 0:   # complete files only: write, then rename.
-    tmp = path + '.tmp.npz'
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def _stage(t0, cached):
@@ -175,7 +166,7 @@ def prepare(config, image_set, splits, workdir, mesh):
     _, ae_params, history = mrhash_stages.train_autoencoder(
         feats, weights=weights, epochs=c.ae_epochs, batch_size=c.ae_batch,
         lr=c.ae_lr, latent=c.latent, seed=config.seed)
-    _save_npz(ae_path, params=np.frombuffer(
+    frozen.save_npz(ae_path, params=np.frombuffer(
         flax.serialization.to_bytes(ae_params), np.uint8),
               history=np.asarray(history))
     if jax.process_index() == 0:
@@ -191,7 +182,7 @@ def prepare(config, image_set, splits, workdir, mesh):
     centres, _, _, inertia = mrhash_stages.cluster(
         model, ae_params, feats[0], k=c.clusters, restarts=c.kmeans_restarts,
         seed=config.seed)
-    _save_npz(km_path, centres=centres, inertia=np.asarray(inertia))
+    frozen.save_npz(km_path, centres=centres, inertia=np.asarray(inertia))
   stages['kmeans'] = _stage(t0, cached)
   print(f'mrhash: {len(feats)} source(s); autoencoder loss '
         f'{history[0]:.4g} -> {history[-1]:.4g} over {len(history)} epochs; '
