@@ -185,11 +185,16 @@ def load(path, verify=True):
   return Index(path, header, packed)
 
 
-def append(path, codes, ids, labels=None, source=None):
+def append(path, codes, ids, labels=None, source=None, class_names=None):
   """Adds `codes` ([M, bits] ±1) with `ids` (and `labels` if the index has
   labels) after the existing codes; the old codes are copied, not
-  re-encoded. Returns the new Index."""
+  re-encoded. `class_names`, if given, names the columns of `labels`; they
+  are mapped onto the index's classes. Returns the new Index."""
   old = load(path)
+  if (labels is not None and class_names is not None
+      and old.labels is not None):
+    labels = _remap_labels(np.asarray(labels), list(class_names),
+                           old.class_names)
   codes = np.asarray(codes)
   if codes.ndim != 2 or codes.shape[1] != old.bits:
     raise ValueError(f'{path!r} holds {old.bits}-bit codes; the new codes '
@@ -211,4 +216,18 @@ def append(path, codes, ids, labels=None, source=None):
   save(path, None, list(old.ids) + [str(i) for i in ids],
        labels=merged_labels, class_names=old.class_names, source=src,
        packed=packed, bits=old.bits)
-  return load(path)
+  return load(path, verify=False)   # just written from checked codes
+
+
+def _remap_labels(labels, names, target):
+  """[M, len(names)] labels -> [M, len(target)] by class name."""
+  if names == target:
+    return labels
+  missing = sorted(set(names) - set(target))
+  if missing:
+    raise ValueError(f'Classes {missing} are not in the index '
+                     f'({target}); build a new index for them.')
+  out = np.zeros((len(labels), len(target)), np.float32)
+  for j, name in enumerate(names):
+    out[:, target.index(name)] = labels[:, j]
+  return out

@@ -89,23 +89,10 @@ def build(workdir, out, images=None, append=False, tfds_data_dir=''):
     ids = list(run.image_set.paths[db])
     labels, names = run.image_set.labels[db], run.image_set.class_names
   if append:
-    old = index.load(out)
-    if names != old.class_names:
-      labels = _remap_labels(labels, names, old.class_names)
-    return index.append(out, c, ids, labels=labels, source=source)
+    return index.append(out, c, ids, labels=labels, source=source,
+                        class_names=names)
   index.save(out, c, ids, labels=labels, class_names=names, source=source)
-  return index.load(out)
-
-
-def _remap_labels(labels, names, target):
-  missing = sorted(set(names) - set(target))
-  if missing:
-    raise ValueError(f'Classes {missing} are not in the index '
-                     f'({target}); build a new index for them.')
-  out = np.zeros((len(labels), len(target)), np.float32)
-  for j, name in enumerate(names):
-    out[:, target.index(name)] = labels[:, j]
-  return out
+  return index.load(out, verify=False)   # just written
 
 
 def query_paths(query):

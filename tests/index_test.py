@@ -92,3 +92,14 @@ def test_bad_files_are_clear_errors(tmp_path):
   bad(bytes(header), 'corrupt header')
   with pytest.raises(FileNotFoundError, match='No index'):
     index.load(str(tmp_path / 'missing.hjidx'))
+
+
+def test_append_maps_labels_by_class_name(tmp_path):
+  path, _, _, _ = _write(tmp_path)      # classes a, b, c
+  new = codes_lib.binarize(np.random.default_rng(2).normal(size=(2, 64)))
+  idx = index.append(path, new, ['n/0.jpg', 'n/1.jpg'],
+                     labels=np.eye(2)[[0, 1]], class_names=['c', 'a'])
+  np.testing.assert_array_equal(idx.labels[-2:], [[0, 0, 1], [1, 0, 0]])
+  with pytest.raises(ValueError, match=r"Classes \['z'\] are not in"):
+    index.append(path, new[:1], ['n/2.jpg'], labels=np.eye(1),
+                 class_names=['z'])
