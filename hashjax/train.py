@@ -290,14 +290,10 @@ def run(config, workdir, trace=None):
   # Parameters are replicated; method-state arrays with one row per
   # database item (the bank V, U, labels, MrHash's features and P) are
   # sharded along 'data' (the DCC sweep and S^T U then run per shard).
-  shardings = state.replace(method_state=parallel.rows_sharded(
-      state.method_state, n, mesh))
-  shardings = jax.tree.map(
-      lambda x: x if isinstance(x, jax.sharding.Sharding)
-      else parallel.replicated(mesh), shardings,
-      is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
-  state = jax.device_put(state, shardings)
   repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  shardings = jax.tree.map(lambda _: repl, state).replace(
+      method_state=parallel.rows_sharded(state.method_state, n, mesh))
+  state = jax.device_put(state, shardings)
   train_step = jax.jit(make_train_step(model, method, tx, lr_fn, loss_kw),
                        in_shardings=(shardings, data),
                        out_shardings=(shardings, repl), donate_argnums=0)
