@@ -155,17 +155,11 @@ def parse_image_key(image_key):
   return key, bands
 
 
-def _stretch_limits(ds, key, bands, sample=2000):
-  """Per-band 2nd/98th percentiles over the first `sample` examples."""
-  values = [ex[key][..., list(bands)].reshape(-1, 3)
-            for ex in tfds_as_numpy(ds.take(sample))]
+def _stretch_limits(examples, key, bands):
+  """Per-band 2nd/98th percentiles over numpy `examples`."""
+  values = [ex[key][..., list(bands)].reshape(-1, 3) for ex in examples]
   values = np.concatenate(values).astype(np.float64)
   return np.percentile(values, 2, axis=0), np.percentile(values, 98, axis=0)
-
-
-def tfds_as_numpy(ds):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds.as_numpy(ds)
 
 
 def _export_tfds(name, split, data_dir, download, cache, image_key='image'):
@@ -212,7 +206,7 @@ def _export_tfds(name, split, data_dir, download, cache, image_key='image'):
     if max(bands) >= channels:
       raise ValueError(f'Feature {key!r} of {name!r} has {channels} bands; '
                        f'band {max(bands)} does not exist.')
-    low, high = _stretch_limits(ds, key, bands)
+    low, high = _stretch_limits(tfds.as_numpy(ds.take(2000)), key, bands)
   (cache / 'images').mkdir(parents=True, exist_ok=True)
   files, labels = [], []
   for i, ex in enumerate(tfds.as_numpy(ds)):
