@@ -2,6 +2,7 @@
 import os
 import pathlib
 import shutil
+import types
 
 os.environ.setdefault('HASHJAX_OFFLINE', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -23,3 +24,36 @@ def small_rsscn7(tmp_path_factory):
     for f in sorted((BUNDLED / cls).iterdir())[:20]:
       shutil.copy(f, root / cls / f.name)
   return root
+
+
+@pytest.fixture(scope='session')
+def toy_tfds(small_rsscn7, tmp_path_factory):
+  """A real TFDS dataset ('hashjax_toy_scenes': JPEG image, ClassLabel,
+  filename) prepared in a local data_dir from every 10th small_rsscn7
+  image."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  files = sorted(small_rsscn7.glob('*/*.jpg'))[::10]
+  classes = sorted({f.parent.name for f in files})
+
+  class HashjaxToyScenes(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(encoding_format='jpeg'),
+          'label': tfds.features.ClassLabel(names=classes),
+          'filename': tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i, f in enumerate(files):
+        yield i, {'image': str(f), 'label': f.parent.name,
+                  'filename': f.name}
+
+  data_dir = tmp_path_factory.mktemp('tfds')
+  HashjaxToyScenes(data_dir=str(data_dir)).download_and_prepare()
+  return types.SimpleNamespace(name='hashjax_toy_scenes',
+                               data_dir=str(data_dir), files=files,
+                               classes=classes)

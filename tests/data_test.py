@@ -190,32 +190,11 @@ def test_tiff_and_png_decode(tmp_path):
   np.testing.assert_array_equal(img, np.asarray(Image.open(s.paths[-1])))
 
 
-def test_tfds_dataset_from_local_data_dir(tmp_path, small_rsscn7):
+def test_tfds_dataset_from_local_data_dir(tmp_path, toy_tfds):
   """A real TFDS builder prepared in a local data_dir, loaded by name."""
-  import tensorflow_datasets as tfds
-  files = sorted(small_rsscn7.glob('*/*.jpg'))[::10]
-  classes = sorted({f.parent.name for f in files})
-
-  class HashjaxToyScenes(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version('1.0.0')
-
-    def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          'image': tfds.features.Image(encoding_format='jpeg'),
-          'label': tfds.features.ClassLabel(names=classes),
-          'filename': tfds.features.Text()}))
-
-    def _split_generators(self, dl_manager):
-      return {'train': self._generate_examples()}
-
-    def _generate_examples(self):
-      for i, f in enumerate(files):
-        yield i, {'image': str(f), 'label': f.parent.name,
-                  'filename': f.name}
-
-  data_dir = tmp_path / 'tfds'
-  HashjaxToyScenes(data_dir=str(data_dir)).download_and_prepare()
-  s = sources.from_tfds('hashjax_toy_scenes', data_dir=str(data_dir),
+  files, classes, data_dir = toy_tfds.files, toy_tfds.classes, \
+      toy_tfds.data_dir
+  s = sources.from_tfds('hashjax_toy_scenes', data_dir=data_dir,
                         cache_dir=str(tmp_path / 'cache'))
   assert len(s) == len(files) and s.class_names == classes
   # TFDS stores examples in its own order; the export keeps the original

@@ -90,38 +90,18 @@ def test_errors(trained, tmp_path):
     search.build(str(tmp_path), str(tmp_path / 'b.hjidx'))
 
 
-def test_index_from_a_tfds_split(trained, small_rsscn7, tmp_path):
+def test_index_from_a_tfds_split(trained, toy_tfds, tmp_path):
   """--images=tfds:NAME: a TFDS dataset prepared locally is encoded into
   an index, labels from its ClassLabel."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  files = sorted(small_rsscn7.glob('*/*.jpg'))[::7]
-  classes = sorted({f.parent.name for f in files})
-
-  class HashjaxToyIndexScenes(tfds.core.GeneratorBasedBuilder):
-    VERSION = tfds.core.Version('1.0.0')
-
-    def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          'image': tfds.features.Image(encoding_format='jpeg'),
-          'label': tfds.features.ClassLabel(names=classes)}))
-
-    def _split_generators(self, dl_manager):
-      return {'train': self._generate_examples()}
-
-    def _generate_examples(self):
-      for i, f in enumerate(files):
-        yield i, {'image': str(f), 'label': f.parent.name}
-
-  data_dir = str(tmp_path / 'tfds')
-  HashjaxToyIndexScenes(data_dir=data_dir).download_and_prepare()
   import os  # pylint: disable=g-import-not-at-top
   os.environ['HASHJAX_DATA_DIR'] = str(tmp_path / 'export')
   try:
     idx = search.build(str(trained), str(tmp_path / 't.hjidx'),
-                       images='tfds:hashjax_toy_index_scenes:train',
-                       tfds_data_dir=data_dir)
+                       images=f'tfds:{toy_tfds.name}:train',
+                       tfds_data_dir=toy_tfds.data_dir)
   finally:
     del os.environ['HASHJAX_DATA_DIR']
-  assert len(idx) == len(files) and idx.class_names == classes
-  assert idx.source['images'] == 'tfds:hashjax_toy_index_scenes:train'
-  assert idx.labels.sum() == len(files)
+  assert len(idx) == len(toy_tfds.files)
+  assert idx.class_names == toy_tfds.classes
+  assert idx.source['images'] == f'tfds:{toy_tfds.name}:train'
+  assert idx.labels.sum() == len(toy_tfds.files)
