@@ -4,7 +4,7 @@
                          [--bits=64,128]
 
 Random codes, one run, side by side; queries/s, the ratio to faiss and the
-memory per code. hashjax: hashjax/search_kernel.py (bit-packed uint32
+memory per code. hashjax: hashjax/topk.py (bit-packed uint32
 words, XOR + popcount, select by counting), compiled before timing. faiss:
 IndexBinaryFlat (its own threads, here all cores). numpy: packbits words,
 np.bitwise_count, argpartition + a stable sort of the k (16 queries at a
@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from hashjax import index
-from hashjax import search_kernel
+from hashjax.archive import index
+from hashjax.archive import topk
 
 
 def numpy_search(q_words, db_words, k, block=16):
@@ -67,8 +67,8 @@ def main():
       (fd, fi), t_f = timed(fidx.search, np.packbits(q > 0, axis=1), a.k)
       rows.append(('faiss IndexBinaryFlat', bits, a.queries / t_f,
                    db_b.nbytes / a.n))
-    search_kernel.search(q_p[:64], db_p, a.k, bits)        # compile
-    (hd, hi), t_h = timed(search_kernel.search, q_p, db_p, a.k, bits)
+    topk.search(q_p[:64], db_p, a.k, bits)        # compile
+    (hd, hi), t_h = timed(topk.search, q_p, db_p, a.k, bits)
     rows.append(('hashjax', bits, a.queries / t_h, db_p.nbytes / a.n))
     if faiss is not None:
       assert np.array_equal(hd, fd), 'hashjax and faiss distances differ'

@@ -34,3 +34,37 @@ def restore_latest(mngr, template):
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
   state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   return state, step
+
+
+def _tree_metadata(mngr, step):
+  path = os.path.join(str(mngr.directory), str(step), 'default')
+  import pathlib  # pylint: disable=g-import-not-at-top
+  return ocp.PyTreeCheckpointHandler().metadata(pathlib.Path(path)).tree
+
+
+def restore_parts(mngr, step, templates, sharding, from_metadata=()):
+  """Restores some fields of a saved TrainState, not the whole state.
+
+  Args:
+    mngr: the manager.
+    step: the checkpoint step.
+    templates: {field: abstract tree} (jax.ShapeDtypeStruct leaves), e.g.
+      the params' from jax.eval_shape of the model's init.
+    sharding: the sharding of every restored array.
+    from_metadata: fields whose template is read from the checkpoint's own
+      metadata (their structure is not known without the training data).
+
+  Returns:
+    {field: restored tree} for the fields asked for.
+  """
+  item = dict(templates)
+  if from_metadata:
+    tree = _tree_metadata(mngr, step)
+    for field in from_metadata:
+      item[field] = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree[field])
+  item = jax.tree.map(
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
+      item)
+  return mngr.restore(step, args=ocp.args.PyTreeRestore(
+      item, partial_restore=True))

@@ -43,7 +43,7 @@ def convert(encoder_name, source, out, image_size=224):
       jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
       train=False))
   from hashjax.models import weights  # pylint: disable=g-import-not-at-top
-  weights.check_tree(expected, variables, source)
+  graft.check_tree(expected, variables, source)
   path = encoders.save_variables(variables, out, encoder_name)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
   return path, count

@@ -68,6 +68,8 @@ def main(argv):
              'set with --config.KEY=VALUE.')
   from hashjax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed()
+  from hashjax import fit  # pylint: disable=g-import-not-at-top
+  from hashjax import methods  # pylint: disable=g-import-not-at-top
   from hashjax import train  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   if config is None:
@@ -76,7 +78,11 @@ def main(argv):
   if not _WORKDIR.value:
     print(f'hashjax: no --workdir given; using {workdir}', flush=True)
   try:
-    train.run(config, workdir)
+    # A network method trains (train.py); a frozen-feature one fits (fit.py).
+    if methods.get(config.method).kind == 'frozen_features':
+      fit.run(config, workdir)
+    else:
+      train.run(config, workdir)
   except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
     sys.exit(f'hashjax: error: {e}')
 

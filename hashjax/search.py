@@ -22,14 +22,14 @@ are encoded with the network of the run that built the index:
 Prints rank, Hamming distance, id and label per result. With labels in the
 index and a query inside a folder named after a class, results are marked
 relevant (shares the class) or not. The ranking is exact, ties by index
-(hashjax/search_kernel.py), as in evaluation.
+(hashjax/topk.py), as in evaluation.
 """
-import base64
-import html
-import io
 import os
 import pathlib
 import sys
+import time
+
+_T_START = time.perf_counter()
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
@@ -39,16 +39,16 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from hashjax.archive import report
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
 
 
 def _encode(run, image_set, ids=None):
   """±1 codes of the images `ids` (all by default) of `image_set`, with the
   run's network."""
-  from hashjax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-  return evaluator.encoder(run.model, run.state, image_set, run.config,
-                           run.mesh)(np.arange(len(image_set)) if ids is None
-                                     else ids)
+  return run.encoder()(image_set,
+                       np.arange(len(image_set)) if ids is None else ids)
 
 
 def image_source(spec, tfds_data_dir=''):
@@ -57,17 +57,24 @@ def image_source(spec, tfds_data_dir=''):
   from hashjax.data import sources  # pylint: disable=g-import-not-at-top
   if spec.startswith('tfds:'):
     name, _, split = spec[len('tfds:'):].partition(':')
-    return sources.from_tfds(name, split or 'train', tfds_data_dir)
+    from hashjax.data import tfds_export  # pylint: disable=g-import-not-at-top
+    return tfds_export.from_tfds(name, split or 'train', tfds_data_dir)
   return sources.from_folder(spec)
+
+
+def _database(run):
+  """The run's database (run.json) as an ImageSet: ids are file paths."""
+  from hashjax.data import image_set as image_set_lib  # pylint: disable=g-import-not-at-top
+  db = run.info['database']
+  return image_set_lib.ImageSet(np.asarray(db['paths']), list(db['ids']),
+                                db['labels'], list(run.class_names))
 
 
 def build(workdir, out, images=None, append=False, tfds_data_dir=''):
   """Writes (or extends) an index; returns the Index."""
-  from hashjax import codes  # pylint: disable=g-import-not-at-top
-  from hashjax import index  # pylint: disable=g-import-not-at-top
-  from hashjax import parallel  # pylint: disable=g-import-not-at-top
-  from hashjax import train  # pylint: disable=g-import-not-at-top
-  run = train.load_trained(workdir)
+  from hashjax import restore  # pylint: disable=g-import-not-at-top
+  from hashjax.archive import index  # pylint: disable=g-import-not-at-top
+  run = restore.load(workdir)
   source = dict(workdir=os.path.abspath(workdir), step=run.step,
                 method=run.config.method, bits=run.config.bits)
   if images:
@@ -75,19 +82,16 @@ def build(workdir, out, images=None, append=False, tfds_data_dir=''):
     source['images'] = (images if images.startswith('tfds:')
                         else os.path.abspath(images))
     c = _encode(run, image_set)
-    ids, labels, names = list(image_set.paths), image_set.labels, \
-        image_set.class_names
   else:
-    db = run.splits['database']
+    image_set = _database(run)
     if run.method.DATABASE_CODES == 'bank':
-      c = codes.binarize(parallel.to_host(
-          run.method.database_codes(run.state.method_state)))
+      c = run.database_codes()
       source['codes'] = 'learned database codes (V)'
     else:
-      c = _encode(run, run.image_set, db)
+      c = _encode(run, image_set)
       source['codes'] = 'network codes of the database images'
-    ids = list(run.image_set.paths[db])
-    labels, names = run.image_set.labels[db], run.image_set.class_names
+  ids, labels, names = (list(image_set.paths), image_set.labels,
+                        image_set.class_names)
   if append:
     return index.append(out, c, ids, labels=labels, source=source,
                         class_names=names)
@@ -115,131 +119,65 @@ def query_paths(query):
   return paths
 
 
-def search(index_path, queries, k=20, workdir=None):
+def search(index_path, queries, k=20, workdir=None, timing=None):
   """Encodes the query images and ranks the index.
+
+  The queries are encoded with the network of the run and checkpoint step
+  that made the index's codes (or an error naming both).
+
+  Args:
+    timing: a dict that receives the seconds spent to restore the run,
+      compile the encoder, encode the queries and rank the index.
 
   Returns (Index, paths, query labels [Q] (class index or -1), distances
   [Q, k], indices [Q, k]).
   """
-  from hashjax import index as index_lib  # pylint: disable=g-import-not-at-top
-  from hashjax import search_kernel  # pylint: disable=g-import-not-at-top
-  from hashjax import train  # pylint: disable=g-import-not-at-top
-  from hashjax.data import sources  # pylint: disable=g-import-not-at-top
+  timing = {} if timing is None else timing
+  t0 = time.perf_counter()
+  from hashjax import restore  # pylint: disable=g-import-not-at-top
+  from hashjax.archive import index as index_lib  # pylint: disable=g-import-not-at-top
+  from hashjax.archive import topk  # pylint: disable=g-import-not-at-top
+  from hashjax.data import image_set as image_set_lib  # pylint: disable=g-import-not-at-top
+  timing['import'] = time.perf_counter() - t0
+  t0 = time.perf_counter()
   idx = index_lib.load(index_path)
   workdir = workdir or idx.source.get('workdir')
   if not workdir:
     raise ValueError(f'{index_path!r} does not name the run that built it; '
                      'pass --workdir=RUN.')
-  run = train.load_trained(workdir)
+  step = idx.source.get('step')
+  try:
+    run = restore.load(workdir, step=step)
+  except FileNotFoundError as e:
+    if step is None or 'at step' not in str(e):
+      raise
+    raise FileNotFoundError(
+        f'The codes of {index_path!r} were made by {workdir!r} at step '
+        f'{step}, and that checkpoint is gone: {e} Rebuild the index.') from e
   if run.config.bits != idx.bits:
     raise ValueError(f'{workdir!r} makes {run.config.bits}-bit codes; the '
                      f'index holds {idx.bits}-bit codes.')
+  timing['restore'] = time.perf_counter() - t0
   paths = query_paths(queries)
   names = idx.class_names or []
   q_labels = np.array([names.index(pathlib.Path(p).parent.name)
                        if pathlib.Path(p).parent.name in names else -1
                        for p in paths])
-  image_set = sources.ImageSet(np.array(paths), list(paths),
-                               np.zeros((len(paths), 1), np.float32), ['?'])
-  sources.check_decodable(image_set.paths)
-  q = _encode(run, image_set)
-  dist, ids = search_kernel.search(index_lib.pack(q), idx.packed, k,
-                                   idx.bits)
+  image_set = image_set_lib.ImageSet(np.array(paths), list(paths),
+                                     np.zeros((len(paths), 1), np.float32),
+                                     ['?'])
+  image_set_lib.check_decodable(image_set.paths)
+  encode = run.encoder()
+  t0 = time.perf_counter()
+  encode(image_set, np.arange(1))   # compiles (a batch of one image).
+  timing['compile'] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  q = encode(image_set, np.arange(len(paths)))
+  timing['encode'] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  dist, ids = topk.search(index_lib.pack(q), idx.packed, k, idx.bits)
+  timing['search'] = time.perf_counter() - t0
   return idx, paths, q_labels, dist, ids
-
-
-def _label_of(idx, row):
-  if idx.labels is None or not idx.class_names:
-    return ''
-  return ','.join(idx.class_names[j] for j in np.flatnonzero(idx.labels[row]))
-
-
-def _relevant(idx, q_label, row):
-  if q_label < 0 or idx.labels is None:
-    return None
-  return bool(idx.labels[row, q_label] > 0)
-
-
-def print_results(idx, paths, q_labels, dist, ids, out=sys.stdout):
-  for p, ql, d, i in zip(paths, q_labels, dist, ids):
-    ql_name = idx.class_names[ql] if ql >= 0 else 'unknown'
-    print(f'query {p} (class {ql_name})', file=out)
-    print(f'{"rank":>4} {"dist":>4}  {"relevant":8}  {"label":16} id',
-          file=out)
-    for rank, (dd, ii) in enumerate(zip(d, i), 1):
-      rel = _relevant(idx, ql, ii)
-      mark = '' if rel is None else ('yes' if rel else 'no')
-      print(f'{rank:>4} {dd:>4}  {mark:8}  {_label_of(idx, ii):16} '
-            f'{idx.ids[ii]}', file=out)
-
-
-def _thumb_uri(path, size=96):
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  with Image.open(path) as im:
-    im = im.convert('RGB')
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, format='PNG')
-  return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
-
-
-def write_report(path, idx, paths, q_labels, dist, ids):
-  """A self-contained .html (thumbnails inlined) or a .png grid."""
-  if path.lower().endswith('.png'):
-    return _report_png(path, idx, paths, q_labels, dist, ids)
-  rows = []
-  for p, ql, d, i in zip(paths, q_labels, dist, ids):
-    cells = [f'<td class="q"><img src="{_thumb_uri(p)}"><br>query<br>'
-             f'{html.escape(os.path.basename(p))}</td>']
-    for rank, (dd, ii) in enumerate(zip(d, i), 1):
-      rel = _relevant(idx, ql, ii)
-      cls = {None: 'u', True: 'y', False: 'n'}[rel]
-      cells.append(
-          f'<td class="{cls}"><img src="{_thumb_uri(idx.ids[ii])}"><br>'
-          f'#{rank} d={dd}<br>{html.escape(_label_of(idx, ii))}</td>')
-    rows.append('<tr>' + ''.join(cells) + '</tr>')
-  src = html.escape(str(idx.source.get('workdir', '')))
-  doc = f'''<!doctype html><meta charset="utf-8"><title>hashjax search</title>
-<style>body{{font:13px sans-serif}} td{{text-align:center;padding:4px;
-border:4px solid #ddd}} td.y{{border-color:#2a2}} td.n{{border-color:#d22}}
-td.q{{border-color:#26d}}</style>
-<h2>hashjax search: {len(paths)} quer{"y" if len(paths) == 1 else "ies"},
-top {dist.shape[1]} of {len(idx):,} ({idx.bits} bits)</h2>
-<p>index {html.escape(idx.path)} from {src}. Green: shares the query's
-class; red: does not; grey: unknown.</p><table>{"".join(rows)}</table>'''
-  pathlib.Path(path).write_text(doc)
-  return path
-
-
-def _report_png(path, idx, paths, q_labels, dist, ids):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  cols = dist.shape[1] + 1
-  fig, axes = plt.subplots(len(paths), cols, figsize=(1.6 * cols,
-                                                      2.0 * len(paths)),
-                           squeeze=False)
-  for r, (p, ql, d, i) in enumerate(zip(paths, q_labels, dist, ids)):
-    items = [(p, 'query', '#2266dd')]
-    for rank, (dd, ii) in enumerate(zip(d, i), 1):
-      rel = _relevant(idx, ql, ii)
-      color = {None: '#999999', True: '#22aa22', False: '#dd2222'}[rel]
-      items.append((idx.ids[ii], f'#{rank} d={dd}\n{_label_of(idx, ii)}',
-                    color))
-    for ax, (img, title, color) in zip(axes[r], items):
-      with Image.open(img) as im:
-        ax.imshow(np.asarray(im.convert('RGB')))
-      ax.set_title(title, fontsize=7)
-      ax.set_xticks([])
-      ax.set_yticks([])
-      for side in ax.spines.values():
-        side.set_edgecolor(color)
-        side.set_linewidth(4)
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
-  return path
 
 
 def main(argv):
@@ -258,11 +196,15 @@ def main(argv):
     if not (_INDEX.value and _QUERY.value):
       sys.exit('hashjax.search: give --index=FILE --query=IMAGE|DIR|LIST to '
                'search, or --workdir=RUN --out=FILE to build an index.')
+    timing = {}
     idx, paths, q_labels, dist, ids = search(_INDEX.value, _QUERY.value,
-                                             _K.value, _WORKDIR.value)
-    print_results(idx, paths, q_labels, dist, ids)
+                                             _K.value, _WORKDIR.value, timing)
+    report.print_results(idx, paths, q_labels, dist, ids)
+    total = time.perf_counter() - _T_START
+    print('time: ' + ', '.join(f'{k} {v:.2f}s' for k, v in timing.items())
+          + f'; total since start {total:.2f}s')
     if _REPORT.value:
-      write_report(_REPORT.value, idx, paths, q_labels, dist, ids)
+      report.write_report(_REPORT.value, idx, paths, q_labels, dist, ids)
       print(f'report: {_REPORT.value}')
   except (ValueError, FileNotFoundError) as e:
     sys.exit(f'hashjax.search: error: {e}')

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hashjax import kmeans
+from hashjax.solvers import kmeans
 from hashjax.losses import clustering
 
 

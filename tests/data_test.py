@@ -8,7 +8,9 @@ import tensorflow as tf
 
 from hashjax.data import input_pipeline
 from hashjax.data import protocols
+from hashjax.data import pairing
 from hashjax.data import sources
+from hashjax.data import tfds_export
 
 
 def _copy(small_rsscn7, tmp_path, classes=None):
@@ -194,7 +196,7 @@ def test_tfds_dataset_from_local_data_dir(tmp_path, toy_tfds):
   """A real TFDS builder prepared in a local data_dir, loaded by name."""
   files, classes, data_dir = toy_tfds.files, toy_tfds.classes, \
       toy_tfds.data_dir
-  s = sources.from_tfds('hashjax_toy_scenes', data_dir=data_dir,
+  s = tfds_export.from_tfds('hashjax_toy_scenes', data_dir=data_dir,
                         cache_dir=str(tmp_path / 'cache'))
   assert len(s) == len(files) and s.class_names == classes
   # TFDS stores examples in its own order; the export keeps the original
@@ -208,7 +210,7 @@ def test_tfds_dataset_from_local_data_dir(tmp_path, toy_tfds):
   for path, name in zip(s.paths, s.names):
     assert name.endswith('_' + by_content[open(path, 'rb').read()] + '.jpg')
   with pytest.raises(FileNotFoundError, match='not prepared'):
-    sources.from_tfds('hashjax_toy_scenes', data_dir=str(tmp_path / 'empty'),
+    tfds_export.from_tfds('hashjax_toy_scenes', data_dir=str(tmp_path / 'empty'),
                       cache_dir=str(tmp_path / 'cache2'))
 
 
@@ -225,7 +227,7 @@ def test_pair_sources_aligns_by_relative_path(tmp_path):
   a = _tree(tmp_path / 'a', ['x/1.jpg', 'x/2.jpg', 'y/3.jpg'])
   b = _tree(tmp_path / 'b', ['y/3.png', 'x/2.png', 'x/1.png'])
   sa, sb = sources.from_folder(a), sources.from_folder(b)
-  paired = sources.pair_sources([sa, sb], ['a', 'b'])
+  paired = pairing.pair_sources([sa, sb], ['a', 'b'])
   assert [p.split('/')[-1] for p in paired[1].paths] == ['1.png', '2.png',
                                                          '3.png']
   np.testing.assert_array_equal(paired[1].labels, sa.labels)
@@ -235,7 +237,7 @@ def test_pair_sources_lists_mismatches(tmp_path):
   a = _tree(tmp_path / 'a', ['x/1.jpg', 'x/2.jpg', 'y/3.jpg'])
   b = _tree(tmp_path / 'b', ['x/1.jpg', 'y/3.jpg', 'y/4.jpg'])
   with pytest.raises(ValueError) as e:
-    sources.pair_sources([sources.from_folder(a), sources.from_folder(b)],
+    pairing.pair_sources([sources.from_folder(a), sources.from_folder(b)],
                          ['src1', 'src2'])
   msg = str(e.value)
   assert "1 image(s) only in 'src1' (x/2)" in msg

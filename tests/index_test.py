@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hashjax import codes as codes_lib
-from hashjax import index
+from hashjax.archive import index
 
 
 @pytest.mark.parametrize('bits', [16, 32, 48, 64, 128])

@@ -7,6 +7,18 @@ import pytest
 from configs import ahcl as ahcl_config
 from configs import dgssh as dgssh_config
 from hashjax import methods
+from hashjax.methods import base
+
+
+def _ctx(labels):
+  return base.RunContext(num_classes=labels.shape[1], num_train=len(labels),
+                         train_labels=labels)
+
+
+def _hp(config, **overrides):
+  config = config.copy_and_resolve_references()
+  config.loss.update(overrides)
+  return methods.hyperparams(config)
 
 
 def _outputs_and_batch(n=12, bits=8, classes=3, b=4, seed=0):
@@ -31,18 +43,18 @@ def test_method_contract(name, get_config, variant):
   config = get_config('bits=8' + variant)
   method = methods.get(name)
   labels, outputs, batch = _outputs_and_batch()
-  kw = config.loss.to_dict()
-  state = method.init_state(config, {'num_train': 12, 'train_labels': labels})
-  state = method.start_round(state, jnp.ones(12), **kw)
-  state = method.end_round(state, **kw)            # V from U = 0: still +-1
-  loss, metrics = method.loss_fn(outputs, batch, state, **kw)
+  hp = _hp(config)
+  state = method.init_state(config, _ctx(labels))
+  state = method.start_round(state, jnp.ones(12), None, hp)
+  state = method.end_round(state, None, hp)            # V from U = 0: still +-1
+  loss, metrics = method.loss_fn(outputs, batch, state, hp)
   assert np.isfinite(float(loss)) and all(
       np.isfinite(float(v)) for v in metrics.values())
   grad = jax.grad(lambda u: method.loss_fn(dict(outputs, u=u), batch, state,
-                                           **kw)[0])(outputs['u'])
+                                           hp)[0])(outputs['u'])
   assert np.all(np.isfinite(grad)) and np.any(grad != 0)
-  state = method.update_state(state, outputs, batch, **kw)
-  state = method.end_round(state, **kw)
+  state = method.update_state(state, outputs, batch, hp)
+  state = method.end_round(state, None, hp)
   if method.DATABASE_CODES == 'bank':
     codes = np.asarray(method.database_codes(state))
     assert codes.shape == (12, 8) and set(np.unique(codes)) <= {-1.0, 1.0}
@@ -52,8 +64,8 @@ def test_ahcl_update_state_writes_rows_and_drops_padding():
   config = ahcl_config.get_config('bits=8')
   method = methods.get('ahcl')
   labels, outputs, batch = _outputs_and_batch()
-  state = method.init_state(config, {'num_train': 12, 'train_labels': labels})
-  state = method.update_state(state, outputs, batch)
+  state = method.init_state(config, _ctx(labels))
+  state = method.update_state(state, outputs, batch, _hp(config))
   u = np.asarray(state['U'])
   np.testing.assert_array_equal(u[:3], np.asarray(outputs['u'])[:3])
   assert not u[3:].any()                 # the padded row (-1) is dropped.
@@ -63,26 +75,27 @@ def test_ahcl_start_round_resets_u_and_sets_r():
   config = ahcl_config.get_config('bits=8')
   method = methods.get('ahcl')
   labels = np.eye(2, dtype=np.float32)[[0, 0, 1, 1]]
-  state = method.init_state(config, {'num_train': 4, 'train_labels': labels})
+  state = method.init_state(config, _ctx(labels))
   state = dict(state, U=jnp.ones((4, 8)))
-  state = method.start_round(state, jnp.array([1., 1, 0, 0]),
-                             soft_similarity=True)
+  state = method.start_round(state, jnp.array([1., 1, 0, 0]), None,
+                             _hp(config, soft_similarity=True))
   assert not np.asarray(state['U']).any()
   # rows 0,1 (class 0) vs 4 items: 4 similar pairs of 8 -> r = 1.
   assert float(state['r']) == pytest.approx(1.0)
-  state = method.start_round(state, jnp.ones(4), soft_similarity=False)
+  state = method.start_round(state, jnp.ones(4), None,
+                             _hp(config, soft_similarity=False))
   assert float(state['r']) == 1.0
 
 
 def test_ahcl_zero_bank_gives_no_pair_gradient():
-  """V = 0 (round 0): the pair term has no gradient (spec §1.7)."""
+  """V = 0 (round 0): the pair term has no gradient (docs/methods/ahcl.md §1.7)."""
   config = ahcl_config.get_config('bits=8')
   method = methods.get('ahcl')
   labels, outputs, batch = _outputs_and_batch()
-  state = method.init_state(config, {'num_train': 12, 'train_labels': labels})
-  kw = dict(config.loss.to_dict(), lam=0.0, gamma=0.0)
+  state = method.init_state(config, _ctx(labels))
+  hp = _hp(config, lam=0.0, gamma=0.0)
   grad = jax.grad(lambda u: method.loss_fn(dict(outputs, u=u), batch, state,
-                                           **kw)[0])(outputs['u'])
+                                           hp)[0])(outputs['u'])
   np.testing.assert_array_equal(grad, 0.0)
 
 
@@ -94,13 +107,13 @@ def test_unknown_method():
 def test_dgssh_released_loss_by_hand():
   """alpha CE_ls + (L_sim + beta sum_i ||v_i - u_i||^2) / (N B), §1.4.2."""
   config = dgssh_config.get_config('bits=8,released')
-  kw = config.loss.to_dict()
+  hp = _hp(config)
   method = methods.get('dgssh')
   labels, outputs, batch = _outputs_and_batch()
-  state = method.init_state(config, {'num_train': 12, 'train_labels': labels})
+  state = method.init_state(config, _ctx(labels))
   v = np.where(np.random.default_rng(1).normal(size=(12, 8)) > 0, 1.0, -1.0)
   state = dict(state, V=jnp.asarray(v, jnp.float32))
-  loss, terms = method.loss_fn(outputs, batch, state, **kw)
+  loss, terms = method.loss_fn(outputs, batch, state, hp)
   u = np.asarray(outputs['u'], np.float64)[:3]
   y = labels[:3]
   logits = np.asarray(outputs['logits'], np.float64)[:3]
@@ -119,4 +132,4 @@ def test_dgssh_released_loss_by_hand():
   np.testing.assert_allclose(float(loss), want, rtol=1e-5)
   assert 'triplet' not in terms     # the shipped strategy: no triplet.
   with pytest.raises(ValueError, match='loss.reduction'):
-    method.loss_fn(outputs, batch, state, **dict(kw, reduction='mean'))
+    method.loss_fn(outputs, batch, state, _hp(config, reduction='mean'))

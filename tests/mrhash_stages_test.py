@@ -2,8 +2,9 @@
 import numpy as np
 import jax.numpy as jnp
 
-from hashjax import mrhash_stages
-from hashjax.models import autoencoder
+from hashjax.solvers import autoencoder as ae_solver
+from hashjax.losses import clustering
+from hashjax.models import multisource
 
 
 def _two_sources(n=256, seed=0):
@@ -17,12 +18,12 @@ def _two_sources(n=256, seed=0):
 
 
 def test_autoencoder_shapes_and_loss():
-  model = autoencoder.MultiSourceAE((32, 16), hidden=(8,), latent=4)
+  model = multisource.MultiSourceAE((32, 16), hidden=(8,), latent=4)
   import jax  # pylint: disable=g-import-not-at-top
   params = model.init(jax.random.key(0), jnp.zeros((2, 32)))['params']
   z, (r1, r2) = model.apply({'params': params}, jnp.ones((2, 32)))
   assert z.shape == (2, 4) and r1.shape == (2, 32) and r2.shape == (2, 16)
-  loss = autoencoder.reconstruction_loss(
+  loss = clustering.reconstruction_loss(
       [jnp.zeros((2, 3)), jnp.ones((2, 1))],
       [jnp.ones((2, 3)), jnp.zeros((2, 1))], (0.1, 2.0))
   np.testing.assert_allclose(loss, 0.1 * 1.0 + 2.0 * 1.0, rtol=1e-6)
@@ -30,10 +31,10 @@ def test_autoencoder_shapes_and_loss():
 
 def test_autoencoder_learns_and_latents_cluster():
   x1, x2, labels = _two_sources()
-  model, params, history = mrhash_stages.train_autoencoder(
+  model, params, history = ae_solver.train_autoencoder(
       [x1, x2], epochs=30, batch_size=64, latent=8, seed=0)
   assert history[-1] < 0.5 * history[0]
-  centres, q, p, _ = mrhash_stages.cluster(model, params, x1, k=3,
+  centres, q, p, _ = ae_solver.cluster(model, params, x1, k=3,
                                            restarts=3)
   assert centres.shape == (3, 8) and q.shape == p.shape == (256, 3)
   np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)

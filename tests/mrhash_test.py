@@ -126,11 +126,11 @@ def test_tfds_multiband_sources(tmp_path):
   bands, stretched 2-98 %, and pair as two sources of MrHash."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from hashjax.data import sources  # pylint: disable=g-import-not-at-top
+  from hashjax.data import pairing, tfds_export  # pylint: disable=g-import-not-at-top
   name = _toy_multisource_tfds(tmp_path / 'tfds')
   kw = dict(data_dir=str(tmp_path / 'tfds'), cache_dir=str(tmp_path / 'c'))
-  s2 = sources.from_tfds(name, image_key='sentinel2:2,1,0', **kw)
-  s1 = sources.from_tfds(name, image_key='sentinel1', **kw)
+  s2 = tfds_export.from_tfds(name, image_key='sentinel2:2,1,0', **kw)
+  s1 = tfds_export.from_tfds(name, image_key='sentinel1', **kw)
   assert len(s2) == len(s1) == 36
   ds = tfds.load(name, split='train', data_dir=str(tmp_path / 'tfds'),
                  shuffle_files=False)
@@ -144,13 +144,13 @@ def test_tfds_multiband_sources(tmp_path):
   assert np.abs(got.astype(float) - want).max() <= 1
   np.testing.assert_array_equal(s1.primary_labels,
                                 [e['label'] for e in exs])
-  paired = sources.pair_sources([s2, s1], ['s2', 's1'])
+  paired = pairing.pair_sources([s2, s1], ['s2', 's1'])
   assert [p.split('/')[-1] for p in paired[1].paths] == [
       p.split('/')[-1] for p in s2.paths]
   with pytest.raises(ValueError, match='no feature .nope.*sentinel1'):
-    sources.from_tfds(name, image_key='nope', **kw)
+    tfds_export.from_tfds(name, image_key='nope', **kw)
   with pytest.raises(ValueError, match='4 bands; band 7'):
-    sources.from_tfds(name, image_key='sentinel1:7,1,0', **kw)
+    tfds_export.from_tfds(name, image_key='sentinel1:7,1,0', **kw)
 
   c = mrhash_config.get_config('runlocal,bits=16')
   c.data.update(name=name, image_key='sentinel2:2,1,0',

@@ -16,7 +16,7 @@ from hashjax import convert
 from hashjax.models import encoders
 from hashjax.models import heads
 from hashjax.models import resnet
-from hashjax.models import resnet_convert
+from hashjax.models.pretrained import torch_resnet
 from tests import conftest
 from tests import torch_util
 
@@ -33,13 +33,13 @@ from tests import torch_util
     ('layer1.0.bn1.num_batches_tracked', None),
 ])
 def test_key_mapping(key, want):
-  assert resnet_convert.torch_to_flax(key) == want
+  assert torch_resnet.torch_to_flax(key) == want
 
 
 def test_unknown_variant_key_is_refused():
   # resnet50d's deep stem.
   with pytest.raises(ValueError, match=r'conv1\.0\.weight.*not supported'):
-    resnet_convert.torch_to_flax('conv1.0.weight')
+    torch_resnet.torch_to_flax('conv1.0.weight')
 
 
 def _randomize(torch, ref):
@@ -67,7 +67,7 @@ def _randomize(torch, ref):
 
 
 def _parity(torch, ref, model, size, batch):
-  variables = resnet_convert.from_torch(ref.state_dict(), model, 'ref')
+  variables = torch_resnet.from_torch(ref.state_dict(), model, 'ref')
   x = np.random.RandomState(0).randn(batch, 3, size, size).astype(np.float32)
   with torch.no_grad():
     t = torch.from_numpy(x)
@@ -109,7 +109,7 @@ def _fake_resnet18_state_dict(with_fc=True):
                          train=False)
   inverse = {}
   for key in _torchvision_resnet18_keys():
-    target = resnet_convert.torch_to_flax(key)
+    target = torch_resnet.torch_to_flax(key)
     if target is not None:
       inverse[target] = key
   sd = {}
@@ -142,22 +142,22 @@ def _torchvision_resnet18_keys():
 def test_from_torch_roundtrip_and_errors():
   sd, variables = _fake_resnet18_state_dict()
   model = resnet.ResNet18(layout='torchvision', num_classes=10)
-  got = resnet_convert.from_torch({'state_dict': sd}, model)
+  got = torch_resnet.from_torch({'state_dict': sd}, model)
   jax.tree.map(np.testing.assert_array_equal, got, variables)
   # Backbone only: the classifier is dropped.
-  backbone = resnet_convert.from_torch(sd, resnet.ResNet18(layout='torchvision'))
+  backbone = torch_resnet.from_torch(sd, resnet.ResNet18(layout='torchvision'))
   assert 'fc' not in backbone['params']
   with pytest.raises(ValueError, match="layout='torchvision'"):
-    resnet_convert.from_torch(sd, resnet.ResNet18(layout='keras'))
+    torch_resnet.from_torch(sd, resnet.ResNet18(layout='keras'))
   broken = dict(sd)
   del broken['layer3.1.conv2.weight']
   with pytest.raises(ValueError, match='res4b_branch2b'):
-    resnet_convert.from_torch(broken, model)
+    torch_resnet.from_torch(broken, model)
   with pytest.raises(ValueError, match='shape mismatch for params/fc/'):
-    resnet_convert.from_torch(sd, resnet.ResNet18(layout='torchvision',
+    torch_resnet.from_torch(sd, resnet.ResNet18(layout='torchvision',
                                                   num_classes=5))
   with pytest.raises(ValueError, match='variables missing'):
-    resnet_convert.from_torch(sd, resnet.ResNet50(layout='torchvision',
+    torch_resnet.from_torch(sd, resnet.ResNet50(layout='torchvision',
                                                   num_classes=10))
 
 

@@ -45,7 +45,7 @@ def keras_tensors():
 
 @pytest.fixture(scope='module')
 def keras_variables():
-  return weights.load_keras_resnet50(SAFETENSORS, num_classes=1000)
+  return keras_resnet.load_keras_resnet50(SAFETENSORS, num_classes=1000)
 
 
 @pytest.fixture(scope='module')
@@ -110,7 +110,7 @@ def test_keras_h5_matches_safetensors(keras_tensors, keras_variables,
                                       reference, apply_keras, tmp_path):
   path = tmp_path / 'resnet50_weights_tf_dim_ordering_tf_kernels.h5'
   _write_keras_h5(keras_tensors, path)
-  from_h5 = weights.load_keras_resnet50(path, num_classes=1000)
+  from_h5 = keras_resnet.load_keras_resnet50(path, num_classes=1000)
   _assert_trees_equal(from_h5, keras_variables)
   images = resnet.normalize(reference['input_uint8_64'], 'keras')
   np.testing.assert_array_equal(
@@ -143,14 +143,14 @@ def test_tf_keras_names_and_epsilon(keras_tensors, keras_variables, tmp_path):
   }
   path = tmp_path / 'tf_keras.h5'
   _write_keras_h5(tensors, path, rename=_tf_keras_name)
-  loaded = weights.load_keras_resnet50(path, num_classes=1000)
+  loaded = keras_resnet.load_keras_resnet50(path, num_classes=1000)
   jax.tree.map(functools.partial(np.testing.assert_allclose, atol=1e-6),
                loaded, keras_variables)
 
 
 @requires_weights
 def test_no_classes_drops_classifier(keras_variables):
-  backbone = weights.load_keras_resnet50(SAFETENSORS)
+  backbone = keras_resnet.load_keras_resnet50(SAFETENSORS)
   assert 'fc' in keras_variables['params']
   assert 'fc' not in backbone['params']
   assert set(backbone) == {'params', 'batch_stats'}
@@ -162,7 +162,7 @@ def test_truncated_file_is_reported(tmp_path):
   with open(SAFETENSORS, 'rb') as f:
     path.write_bytes(f.read(1 << 20))
   with pytest.raises(ValueError, match='truncated.safetensors') as error:
-    weights.load_keras_resnet50(path)
+    keras_resnet.load_keras_resnet50(path)
   assert 'download it again' in str(error.value)
 
 
@@ -174,7 +174,7 @@ def test_wrong_shape_is_reported(keras_tensors, tmp_path):
   save_file(tensors, path)
   with pytest.raises(ValueError, match=r'conv1/kernel.*\(7, 7, 3, 64\).*'
                      r'\(7, 7, 3, 32\)') as error:
-    weights.load_keras_resnet50(path)
+    keras_resnet.load_keras_resnet50(path)
   assert 'wrong_shape.safetensors' in str(error.value)
 
 
@@ -185,31 +185,31 @@ def test_missing_tensor_is_reported(keras_tensors, tmp_path):
   path = tmp_path / 'missing.safetensors'
   save_file(tensors, path)
   with pytest.raises(ValueError, match='missing.*res3b_branch2b/kernel'):
-    weights.load_keras_resnet50(path)
+    keras_resnet.load_keras_resnet50(path)
 
 
 def test_missing_file_offline_explains_where_to_put_it(tmp_path):
   with pytest.raises(FileNotFoundError) as error:
-    weights.load_keras_resnet50('resnet50_keras_imagenet')
+    keras_resnet.load_keras_resnet50('resnet50_keras_imagenet')
   message = str(error.value)
   assert str(tmp_path / 'cache' / 'resnet50_keras_imagenet.safetensors') in (
       message)
-  assert weights.KNOWN_WEIGHTS['resnet50_keras_imagenet'].url in message
+  assert cache.KNOWN_WEIGHTS['resnet50_keras_imagenet'].url in message
   assert 'HASHJAX_WEIGHTS_DIR' in message
 
 
 def test_missing_path_is_reported(tmp_path):
   with pytest.raises(FileNotFoundError, match='nowhere.safetensors'):
-    weights.resolve(tmp_path / 'nowhere.safetensors')
+    cache.resolve(tmp_path / 'nowhere.safetensors')
 
 
 @requires_weights
 def test_resolve_finds_known_name_in_cache(tmp_path):
-  cache = weights.cache_dir()
+  cache = cache.cache_dir()
   assert cache == tmp_path / 'cache'
   cache.mkdir()
   (cache / SAFETENSORS.name).symlink_to(SAFETENSORS)
-  assert weights.resolve('resnet50_keras_imagenet',
+  assert cache.resolve('resnet50_keras_imagenet',
                          allow_download=False) == cache / SAFETENSORS.name
 
 
@@ -259,7 +259,7 @@ def test_load_into_replaces_only_the_backbone():
   images = jnp.zeros((1, 32, 32, 3))
   variables = _HashModel().init(jax.random.key(0), images, train=False)
   backbone = resnet.ResNetTiny().init(jax.random.key(1), images, train=False)
-  merged = weights.load_into(variables, 'encoder', backbone, 'tiny.h5')
+  merged = graft.load_into(variables, 'encoder', backbone, 'tiny.h5')
   _assert_trees_equal(merged['params']['encoder'], backbone['params'])
   _assert_trees_equal(merged['batch_stats']['encoder'],
                       backbone['batch_stats'])
@@ -267,4 +267,4 @@ def test_load_into_replaces_only_the_backbone():
   narrow = resnet.ResNetTiny(width=4).init(jax.random.key(1), images,
                                            train=False)
   with pytest.raises(ValueError, match='tiny.h5.*shape mismatch'):
-    weights.load_into(variables, 'encoder', narrow, 'tiny.h5')
+    graft.load_into(variables, 'encoder', narrow, 'tiny.h5')

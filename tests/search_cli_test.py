@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 
 from configs import ahcl as ahcl_config
-from hashjax import index
+from hashjax import restore
 from hashjax import search
 from hashjax import train
+from hashjax.archive import index
+from hashjax.archive import report
+from hashjax.data import image_set as image_set_lib
+from hashjax.data import protocols
+from hashjax.data import sources
 
 
 @pytest.fixture(scope='module')
@@ -20,43 +25,51 @@ def trained(small_rsscn7, tmp_path_factory):
   return workdir
 
 
+def _data(small_rsscn7):
+  """The training data of `trained` and its splits."""
+  image_set = sources.from_folder(small_rsscn7)
+  splits = protocols.split(image_set.names, image_set.primary_labels,
+                           image_set.class_names, 'default')
+  return image_set, splits
+
+
 def test_build_search_report_append(trained, small_rsscn7, tmp_path):
   out = str(tmp_path / 'a.hjidx')
   idx = search.build(str(trained), out)
-  run = train.load_trained(str(trained))
-  db = run.splits['database']
+  run = restore.load(str(trained))
+  image_set, splits = _data(small_rsscn7)
+  db = splits['database']
   assert len(idx) == len(db) and idx.bits == 16
   # AHCL's index holds its learned database codes V, as evaluation uses.
-  v = np.where(np.asarray(run.state.method_state['V']) >= 0, 1, -1)
+  v = np.where(np.asarray(run.method_state['V']) >= 0, 1, -1)
   np.testing.assert_array_equal(idx.codes(), v)
-  assert idx.ids == list(run.image_set.paths[db])
+  assert idx.ids == list(image_set.paths[db])
 
   # A held-back query image: its class folder gives relevance.
-  q = run.image_set.paths[run.splits['query'][0]]
+  q = image_set.paths[splits['query'][0]]
   got, paths, q_labels, dist, ids = search.search(out, q, k=5)
-  assert paths == [q] and q_labels[0] == run.image_set.primary_labels[
-      run.splits['query'][0]]
+  assert paths == [q] and q_labels[0] == image_set.primary_labels[
+      splits['query'][0]]
   assert dist.shape == (1, 5) and (np.diff(dist[0]) >= 0).all()
   # The same ranking as a stable sort of the query's Hamming distances.
-  from hashjax.data import sources  # pylint: disable=g-import-not-at-top
-  q_code = search._encode(run, sources.ImageSet(  # pylint: disable=protected-access
+  q_code = search._encode(run, image_set_lib.ImageSet(  # pylint: disable=protected-access
       np.array([q]), [q], np.zeros((1, 1), np.float32), ['?']))
   d = np.bitwise_count(index.pack(q_code) ^ np.asarray(got.packed)).sum(-1)
   np.testing.assert_array_equal(ids[0], np.argsort(d, kind='stable')[:5])
   np.testing.assert_array_equal(dist[0], np.sort(d)[:5])
 
-  html = search.write_report(str(tmp_path / 'r.html'), got, paths, q_labels,
+  html = report.write_report(str(tmp_path / 'r.html'), got, paths, q_labels,
                              dist, ids)
   text = open(html).read()
   assert text.count('<img') == 6 and 'data:image/png;base64' in text
-  png = search.write_report(str(tmp_path / 'r.png'), got, paths, q_labels,
+  png = report.write_report(str(tmp_path / 'r.png'), got, paths, q_labels,
                             dist, ids)
   assert open(png, 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
 
   # A folder and a .txt list of queries.
-  folder = tmp_path / 'q' / run.image_set.class_names[2]
+  folder = tmp_path / 'q' / image_set.class_names[2]
   folder.mkdir(parents=True)
-  for p in run.image_set.paths[run.splits['query'][:3]]:
+  for p in image_set.paths[splits['query'][:3]]:
     shutil.copy(p, folder)
   _, paths, q_labels, dist, _ = search.search(out, str(tmp_path / 'q'), k=3)
   assert len(paths) == 3 and (q_labels == 2).all() and dist.shape == (3, 3)
@@ -69,9 +82,50 @@ def test_build_search_report_append(trained, small_rsscn7, tmp_path):
   shutil.copytree(small_rsscn7, new)
   before = idx.codes()
   grown = search.build(str(trained), out, images=str(new), append=True)
-  assert len(grown) == len(before) + len(run.image_set)
+  assert len(grown) == len(before) + len(image_set)
   np.testing.assert_array_equal(grown.codes()[:len(before)], before)
   assert grown.source['appended'][0]['images'] == str(new)
+
+
+@pytest.mark.parametrize('config_arg', ['runlocal,bits=16', 'runlocal'])
+def test_search_with_the_training_data_moved_away(config_arg, small_rsscn7,
+                                                  tmp_path, monkeypatch):
+  """A finished run loads from its workdir alone: train a tiny run, build
+  its index, move the data folder away, then load the run, encode a query
+  and search; no training image is read, no stage reruns."""
+  from configs import mrhash as mrhash_config  # pylint: disable=g-import-not-at-top
+  data = tmp_path / 'data'
+  shutil.copytree(small_rsscn7, data)
+  get_config = (ahcl_config if config_arg.endswith('16')
+                else mrhash_config).get_config
+  c = get_config(config_arg)
+  c.data.update(name='folder', root=str(data))
+  workdir = tmp_path / 'run'
+  train.run(c, str(workdir))
+  out = str(tmp_path / 'a.hjidx')
+  search.build(str(workdir), out)
+  query = tmp_path / 'query' / 'aGrass' / 'q.jpg'
+  query.parent.mkdir(parents=True)
+  shutil.copy(sorted((data / 'aGrass').iterdir())[-1], query)
+  shutil.move(str(data), str(tmp_path / 'moved'))
+  opened = []
+  real_open = image_set_lib.validate
+  monkeypatch.setattr(image_set_lib, 'validate',
+                      lambda paths, *a: opened.extend(paths) or
+                      real_open(paths, *a))
+  import hashjax.data.sources as sources_mod  # pylint: disable=g-import-not-at-top
+  def no_load(*unused):
+    raise AssertionError('the training data was loaded')
+  monkeypatch.setattr(sources_mod, 'load', no_load)
+  timing = {}
+  got, paths, q_labels, dist, ids = search.search(out, str(query), k=5,
+                                                  timing=timing)
+  assert opened == [str(query)]          # only the query image is read.
+  assert dist.shape == (1, 5) and q_labels[0] == 0
+  assert set(timing) == {'import', 'restore', 'compile', 'encode', 'search'}
+  run = restore.load(str(workdir))
+  assert run.info['class_names'][0] == 'aGrass'
+  assert len(run.info['database']['ids']) == len(got)
 
 
 def test_errors(trained, tmp_path):

@@ -4,8 +4,8 @@ levels prune."""
 import numpy as np
 import pytest
 
-from hashjax import index
-from hashjax import search_kernel
+from hashjax.archive import index
+from hashjax.archive import topk
 
 
 def reference(q, db, k):
@@ -34,7 +34,7 @@ def test_matches_stable_sort(n, bits, k, clusters, fanout):
     codes = rng.integers(0, 2, (n, bits))
   packed = index.pack(codes * 2 - 1)
   q = packed[rng.integers(0, n, 70)] ^ np.uint32(rng.integers(0, 4))
-  d, i = search_kernel.search(q, packed, k, bits, query_block=32, group=4,
+  d, i = topk.search(q, packed, k, bits, query_block=32, group=4,
                               fanout=fanout, max_groups=16)
   want_d, want_i = reference(q, packed, min(k, n))
   np.testing.assert_array_equal(d, want_d)
@@ -50,7 +50,7 @@ def test_database_in_chunks(db_chunk):
   db[::5] = db[1]
   q = np.concatenate([db[1:4], rng.integers(0, 2**32, (20, 2),
                                             dtype=np.uint32)])
-  d, i = search_kernel.search(q, db, 100, 64, group=4, fanout=2,
+  d, i = topk.search(q, db, 100, 64, group=4, fanout=2,
                               max_groups=16, db_chunk=db_chunk)
   want_d, want_i = reference(q, db, 100)
   np.testing.assert_array_equal(d, want_d)
@@ -61,7 +61,7 @@ def test_defaults_on_a_larger_database():
   rng = np.random.default_rng(0)
   db = rng.integers(0, 2**32, (100_000, 2), dtype=np.uint32)
   q = rng.integers(0, 2**32, (10, 2), dtype=np.uint32)
-  d, i = search_kernel.search(q, db, 100, 64)
+  d, i = topk.search(q, db, 100, 64)
   want_d, want_i = reference(q, db, 100)
   np.testing.assert_array_equal(d, want_d)
   np.testing.assert_array_equal(i, want_i)
@@ -69,7 +69,7 @@ def test_defaults_on_a_larger_database():
 
 SHARDED = '''
 import numpy as np, jax
-from hashjax import search_kernel as sk
+from hashjax.archive import topk as sk
 assert jax.device_count() == 8
 rng = np.random.default_rng(0)
 for n, bits, k in [(5000, 64, 100), (3001, 32, 50), (70, 16, 100)]:

@@ -1,4 +1,4 @@
-"""Tests for hashjax.models.swin and hashjax.models.swin_convert.
+"""Tests for hashjax.models.swin and hashjax.models.timm_swin.
 
 The parity tests against timm need torch and timm and are skipped without
 them. They build timm models with random weights (no download).
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from hashjax.models import swin
-from hashjax.models import swin_convert
+from hashjax.models.pretrained import timm_swin
 from tests import torch_util
 
 _import_timm = torch_util.import_timm
@@ -140,7 +140,7 @@ def _random_state_dict(model, size):
   flat = {}
   for path, v in jax.tree_util.tree_leaves_with_path(params):
     names = tuple(p.key for p in path)
-    key = swin_convert._torch_key(names)  # pylint: disable=protected-access
+    key = timm_swin._torch_key(names)  # pylint: disable=protected-access
     v = np.asarray(v)
     if names[-1] == 'kernel':
       v = v.transpose(3, 2, 0, 1) if v.ndim == 4 else v.T
@@ -151,7 +151,7 @@ def _random_state_dict(model, size):
 def test_convert_roundtrip_and_official_layout():
   model = swin.SwinTiny(num_classes=3)
   sd, params = _random_state_dict(model, 32)
-  got = swin_convert.from_timm(sd, model)
+  got = timm_swin.from_timm(sd, model)
   jax.tree_util.tree_map(np.testing.assert_array_equal, got, params)
   # Official layout: downsample at the end of the previous stage, 'head',
   # with buffers that must be ignored.
@@ -162,7 +162,7 @@ def test_convert_roundtrip_and_official_layout():
   official['layers.0.blocks.1.attn_mask'] = np.zeros((16, 4, 4))
   official['layers.0.blocks.0.attn.relative_position_index'] = np.zeros(
       (4, 4))
-  got = swin_convert.from_timm({'model': official}, model)
+  got = timm_swin.from_timm({'model': official}, model)
   jax.tree_util.tree_map(np.testing.assert_array_equal, got, params)
 
 
@@ -172,24 +172,24 @@ def test_convert_errors_name_the_key():
   missing = dict(sd)
   del missing['layers.1.blocks.0.mlp.fc1.weight']
   with pytest.raises(ValueError, match=r'layers\.1\.blocks\.0\.mlp\.fc1'):
-    swin_convert.from_timm(missing, model)
+    timm_swin.from_timm(missing, model)
   wrong = dict(sd)
   wrong['norm.weight'] = np.zeros(7, np.float32)
   with pytest.raises(ValueError, match=r"'norm\.weight'"):
-    swin_convert.from_timm(wrong, model)
+    timm_swin.from_timm(wrong, model)
   extra = dict(sd)
   extra['layers.2.blocks.0.norm1.weight'] = np.zeros(3, np.float32)
   with pytest.raises(ValueError, match=r'layers\.2\.blocks\.0\.norm1'):
-    swin_convert.from_timm(extra, model)
+    timm_swin.from_timm(extra, model)
   # A head is ignored by a headless model.
-  swin_convert.from_timm(sd, swin.SwinTiny())
+  timm_swin.from_timm(sd, swin.SwinTiny())
 
 
 def test_convert_resizes_table():
   big = swin.SwinTiny(window_size=4, img_size=64)   # windows 4, 4
   small = swin.SwinTiny(window_size=4, img_size=16)  # windows 4, 2
   sd, _ = _random_state_dict(big, 64)
-  params = swin_convert.from_timm(sd, small)
+  params = timm_swin.from_timm(sd, small)
   assert small.table_windows() == [(4, 4), (2, 2)]
   table = params['layers_1']['blocks_0']['attn']['relative_position_bias_table']
   assert table.shape == (9, 2)
@@ -197,7 +197,7 @@ def test_convert_resizes_table():
   const = np.ones((49, 3), np.float32)
   for method in ('timm', 'bicubic'):
     np.testing.assert_allclose(
-        swin_convert.resize_rel_pos_bias_table(const, (3, 3), method), 1.0,
+        timm_swin.resize_rel_pos_bias_table(const, (3, 3), method), 1.0,
         rtol=1e-6)
 
 
@@ -207,7 +207,7 @@ def test_load_safetensors(tmp_path):
   sd, params = _random_state_dict(model, 32)
   save_file({k: np.ascontiguousarray(v) for k, v in sd.items()},
             str(tmp_path / 'w.safetensors'))
-  got = swin_convert.load(tmp_path / 'w.safetensors', model)
+  got = timm_swin.load(tmp_path / 'w.safetensors', model)
   jax.tree_util.tree_map(np.testing.assert_array_equal, got, params)
 
 
@@ -223,7 +223,7 @@ def _timm_parity(img_size, batch, **kwargs):
         p.add_(0.1 * torch.randn_like(p))
   model = swin.SwinT(img_size=img_size, num_classes=1000,
                      window_size=kwargs.get('window_size', 7))
-  params = swin_convert.from_timm(ref.state_dict(), model)
+  params = timm_swin.from_timm(ref.state_dict(), model)
   x = np.random.RandomState(0).randn(batch, 3, img_size, img_size).astype(
       np.float32)
   with torch.no_grad():
@@ -269,7 +269,7 @@ def test_timm_table_resize_matches_checkpoint_filter():
   sd = src.state_dict()
   filtered = swin_transformer.checkpoint_filter_fn(sd, dst)
   model = swin.SwinT(img_size=64, num_classes=1000)
-  params = swin_convert.from_timm(sd, model)
+  params = timm_swin.from_timm(sd, model)
   for i in (2, 3):
     want = filtered[f'layers.{i}.blocks.0.attn.relative_position_bias_table']
     got = params[f'layers_{i}']['blocks_0']['attn'][
@@ -281,7 +281,7 @@ def test_bicubic_resize_matches_torch():
   torch, _ = _import_timm()
   table = np.random.RandomState(0).randn(169, 3).astype(np.float32)
   for window in (2, 4, 9):
-    got = swin_convert.resize_rel_pos_bias_table(table, (window, window),
+    got = timm_swin.resize_rel_pos_bias_table(table, (window, window),
                                                  'bicubic')
     grid = torch.from_numpy(table.T.reshape(1, 3, 13, 13))
     want = torch.nn.functional.interpolate(
@@ -300,11 +300,11 @@ def test_load_official_pth_and_truncated(tmp_path):
     k = k.replace('layers.1.downsample', 'layers.0.downsample')
     official['module.' + k.replace('head.fc.', 'head.')] = torch.tensor(v)
   torch.save({'model': official, 'epoch': 300}, tmp_path / 'swin.pth')
-  got = swin_convert.load(tmp_path / 'swin.pth', model)
+  got = timm_swin.load(tmp_path / 'swin.pth', model)
   jax.tree_util.tree_map(np.testing.assert_array_equal, got, params)
   data = (tmp_path / 'swin.pth').read_bytes()
   (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
   with pytest.raises(ValueError, match='truncated'):
-    swin_convert.load(tmp_path / 'cut.pth', model)
+    timm_swin.load(tmp_path / 'cut.pth', model)
   with pytest.raises(FileNotFoundError, match='nope.pth'):
-    swin_convert.load(tmp_path / 'nope.pth', model)
+    timm_swin.load(tmp_path / 'nope.pth', model)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from configs import ahcl as ahcl_config
-from hashjax import checkpoint
 from hashjax import parallel
+from hashjax import restore
 from hashjax import train
+from hashjax import workdir as workdir_lib
+from hashjax.data import sampling
 from tests.conftest import REPO
 
 
@@ -29,24 +31,10 @@ def _config(root, **overrides):
   return c
 
 
-def _restore(workdir, config):
-  mngr = checkpoint.manager(str(workdir), 2)
-  step = mngr.latest_step()
-  state, _ = checkpoint.restore_latest(mngr, _template(config))
-  mngr.close()
-  return step, state
-
-
-def _template(config):
-  from hashjax import methods, optim
-  from hashjax.data import sources
-  s = sources.load(config.data)
-  method = methods.get(config.method)
-  model = method.make_model(config, len(s.class_names))
-  tx, _ = optim.make(config.optim, 8, 4)
-  n = int(round(len(s) * 0.8))
-  return train.init_state(config, model, method, tx, {
-      'num_train': n, 'train_labels': s.labels[:n]})
+def _restore(path):
+  """(step, TrainedRun) of the latest checkpoint in `workdir`."""
+  run = restore.load(str(path))
+  return run.step, run
 
 
 def test_train_and_evaluate_writes_results(small_rsscn7, tmp_path):
@@ -57,8 +45,8 @@ def test_train_and_evaluate_writes_results(small_rsscn7, tmp_path):
   assert 0.0 < saved['metrics']['map@all'] <= 1.0
   assert (tmp_path / 'pr_curve.png').stat().st_size > 1000
   assert list((tmp_path).glob('events.out.tfevents*'))
-  _, state = _restore(tmp_path, _config(small_rsscn7))
-  v = np.asarray(state.method_state['V'])
+  _, run = _restore(tmp_path)
+  v = np.asarray(run.method_state['V'])
   assert set(np.unique(v)) == {-1.0, 1.0}     # DCC ran: V is a +-1 bank.
 
 
@@ -79,17 +67,18 @@ def test_resume_after_kill_equals_uninterrupted(small_rsscn7, tmp_path,
   monkeypatch.setattr(parallel, 'global_batch', killed_at_step_7)
   with pytest.raises(KeyboardInterrupt):
     train.run(config, str(tmp_path / 'resumed'))
-  step, _ = _restore(tmp_path / 'resumed', config)
+  step, _ = _restore(tmp_path / 'resumed')
   assert step == 6
   monkeypatch.setattr(parallel, 'global_batch', real)
   resumed = train.run(config, str(tmp_path / 'resumed'))
   for k, v in full['metrics'].items():
     if isinstance(v, float):
       assert resumed['metrics'][k] == pytest.approx(v, abs=1e-6), k
-  _, a = _restore(tmp_path / 'full', config)
-  _, b = _restore(tmp_path / 'resumed', config)
+  _, a = _restore(tmp_path / 'full')
+  _, b = _restore(tmp_path / 'resumed')
   np.testing.assert_array_equal(a.method_state['V'], b.method_state['V'])
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+  for x, y in zip(jax.tree.leaves(a.variables),
+                  jax.tree.leaves(b.variables)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
@@ -100,9 +89,11 @@ def test_nan_loss_stops_with_step_and_checkpoint(small_rsscn7, tmp_path):
 
 
 def test_workdir_refuses_a_different_config(small_rsscn7, tmp_path):
-  train._check_config(str(tmp_path), _config(small_rsscn7))
+  workdir_lib.check_config(str(tmp_path), _config(small_rsscn7))  # none yet
+  workdir_lib.write_config(str(tmp_path), _config(small_rsscn7))
+  workdir_lib.check_config(str(tmp_path), _config(small_rsscn7))
   with pytest.raises(ValueError, match='differs in: bits'):
-    train._check_config(str(tmp_path), _config(small_rsscn7, bits=32))
+    workdir_lib.check_config(str(tmp_path), _config(small_rsscn7, bits=32))
 
 
 def _cli(*args):
@@ -177,7 +168,7 @@ def test_class_balanced_order():
   rng = np.random.default_rng(0)
   labels = np.repeat(np.arange(5), [40, 40, 41, 39, 43])   # 203 images
   sample = rng.permutation(len(labels))
-  order = train.class_balanced_order(sample, labels[sample], 32, 4, 0, 3)
+  order = sampling.class_balanced_order(sample, labels[sample], 32, 4, 0, 3)
   assert sorted(order) == sorted(sample)       # a permutation of the sample
   y = labels[order]
   full = sum(n // 4 * 4 for n in np.bincount(labels))
@@ -186,12 +177,12 @@ def test_class_balanced_order():
   for start in range(0, full - full % 32, 32):  # every anchor has 3 positives
     counts = np.bincount(y[start:start + 32], minlength=5)
     assert counts[counts > 0].min() >= 4
-  again = train.class_balanced_order(sample, labels[sample], 32, 4, 0, 3)
+  again = sampling.class_balanced_order(sample, labels[sample], 32, 4, 0, 3)
   np.testing.assert_array_equal(order, again)  # seeded
-  other = train.class_balanced_order(sample, labels[sample], 32, 4, 0, 4)
+  other = sampling.class_balanced_order(sample, labels[sample], 32, 4, 0, 4)
   assert not np.array_equal(order, other)      # reshuffled per round
   with pytest.raises(ValueError, match='class_group=5'):
-    train.class_balanced_order(sample, labels[sample], 32, 5, 0, 3)
+    sampling.class_balanced_order(sample, labels[sample], 32, 5, 0, 3)
 
 
 def test_dgssh_released_with_class_balanced_batches(small_rsscn7, tmp_path):

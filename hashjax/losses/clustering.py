@@ -54,3 +54,22 @@ def kl_divergence(p, q, reduction='mean', mask=None):
     return total / b
   raise ValueError(f"reduction must be 'mean' or 'batchmean', got "
                    f'{reduction!r}.')
+
+
+def reconstruction_loss(recons, targets, weights, mask=None):
+  """sum_s weights[s] * mean over unpadded rows of mean_d (recon_s - x_s)^2.
+
+  With no padding this is torch's MSELoss (mean over b * d) per source. The
+  released AE stage weighs (source 1, source 2) as (0.1, 1); the hashing
+  stage as (1, 1) (docs/methods/mrhash.md §1.2, §1.5).
+
+  Args:
+    recons, targets: per source, [B, d_s].
+    weights: per source.
+    mask: [B], 1 for real rows (None: all).
+  """
+  if mask is None:
+    mask = jnp.ones(recons[0].shape[0], jnp.float32)
+  b = jnp.maximum(mask.sum(), 1.0)
+  return sum(w * jnp.sum(jnp.mean((r - t) ** 2, axis=-1) * mask) / b
+             for r, t, w in zip(recons, targets, weights))

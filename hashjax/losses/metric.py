@@ -5,9 +5,11 @@ of Yu et al., "Correcting the Triplet Selection Bias for Triplet Loss", ECCV
 2018: L = L_triplet + lam * L_match, where L_match pulls the per-class mean
 of the mined hardest positives/negatives toward the per-class mean of the
 batch. The released code computes L_match in numpy on detached tensors (no
-gradient) and counts anchors without a positive with d_ap = 0; here
-L_match is differentiable and such anchors are excluded unless
-`no_positive='released'` asks for the code's behaviour.
+gradient) and counts every anchor: one without a positive with d_ap = 0, one
+without a negative (a batch of a single class) with d_an = max_j d_ij, i.e.
+a hinge of exactly the margin. Here L_match is differentiable and such
+anchors are excluded unless `no_positive='released'` asks for the code's
+behaviour (see `batch_hard_triplet_loss`).
 
 All functions take the *global* batch; labels are multi-hot [B, C] and two
 samples are the same class when they share a label. `mask` [B] excludes
@@ -45,6 +47,9 @@ def hardest_triplets(labels, dist, mask=None):
     dict with 'pos' [B] index of the farthest same-class sample (j != i),
     'neg' [B] index of the closest other-class sample, 'has_pos' and
     'has_neg' [B] bool (False where the batch offers none, or for padding).
+    Where there is none, the indices are the released code's: 'pos' the
+    first unpadded row (its argmax over an all-zero row), 'neg' the anchor
+    itself (its argmin of d_ij + max_j d_ij, at d_ii = 0).
   """
   b = dist.shape[0]
   mask = jnp.ones(b, bool) if mask is None else mask > 0
@@ -52,10 +57,13 @@ def hardest_triplets(labels, dist, mask=None):
   valid = mask[None, :] & mask[:, None]
   pos_ok = same & ~jnp.eye(b, dtype=bool) & valid
   neg_ok = ~same & valid
+  has_pos = pos_ok.any(1) & mask
+  has_neg = neg_ok.any(1) & mask
   pos = jnp.argmax(jnp.where(pos_ok, dist, -jnp.inf), axis=1)
+  pos = jnp.where(pos_ok.any(1), pos, jnp.argmax(mask))
   neg = jnp.argmin(jnp.where(neg_ok, dist, jnp.inf), axis=1)
-  return {'pos': pos, 'neg': neg, 'has_pos': pos_ok.any(1) & mask,
-          'has_neg': neg_ok.any(1) & mask}
+  neg = jnp.where(neg_ok.any(1), neg, jnp.arange(b))
+  return {'pos': pos, 'neg': neg, 'has_pos': has_pos, 'has_neg': has_neg}
 
 
 def batch_hard_triplet_loss(labels, emb, *, margin, squared=False, mask=None,
@@ -66,9 +74,19 @@ def batch_hard_triplet_loss(labels, emb, *, margin, squared=False, mask=None,
     labels: [B, C]; emb: [B, D]; margin: hinge margin in the distance
       space of `emb` (for unit-norm embeddings d <= 2, so a margin >= 2, like
       the released code's 10, never lets the hinge close; §1.4.4).
-    no_positive: 'skip' drops anchors without a positive or negative;
-      'released' reproduces the code: d_ap = 0 when the anchor has no
-      positive, every unpadded anchor counts.
+    no_positive: what to do with anchors that lack a positive or a
+      negative (padding rows are never anchors or candidates).
+      'skip' (paper intent) drops them: the mean is over anchors with both,
+        and a batch of one class (no negative) or of distinct labels (no
+        positive) gives loss 0 with zero gradient.
+      'released' reproduces the released code's `corrective_triplet_loss`
+        / `batch_hard_triplet_loss`: every unpadded anchor counts and the
+        mean is over the n unpadded rows (B in the code, which has no
+        padding). Without a positive, d_ap = 0 (p = the first unpadded
+        row); without a negative (single-label data: a batch of one
+        class), d_an = max_j d_ij over the unpadded rows, so the hinge is
+        max(d_ap - max_j d_ij + margin, 0) = margin with zero gradient,
+        and n(i) = i. With both missing (n = 1) the hinge is the margin.
 
   Returns:
     (loss, aux) with aux = the mining dict plus 'd_ap', 'd_an', 'valid'.
@@ -81,7 +99,12 @@ def batch_hard_triplet_loss(labels, emb, *, margin, squared=False, mask=None,
   if no_positive == 'skip':
     valid = mined['has_pos'] & mined['has_neg']
   elif no_positive == 'released':
-    valid = mined['has_neg'] if mask is None else mined['has_neg'] & (mask > 0)
+    valid = jnp.ones(dist.shape[0], bool) if mask is None else mask > 0
+    # The code adds max_k d_ik to same-class candidates; with no negative
+    # the min over j is at j = i: d_an = 0 + max_k d_ik (gradient through
+    # the farthest k).
+    far = jnp.argmax(jnp.where(valid[None, :], dist, -jnp.inf), axis=1)
+    d_an = jnp.where(mined['has_neg'], d_an, dist[idx, far])
   else:
     raise ValueError(f"no_positive must be 'skip' or 'released', got "
                      f'{no_positive!r}.')
@@ -128,7 +151,10 @@ def corrective_triplet_loss(labels, emb, *, margin, lam, squared=False,
   """L_triplet + lam * L_match (Yu et al. 2018; DGSSH spec §1.4.4).
 
   match_grad=False reproduces the released code, where L_match is a
-  constant (no gradient).
+  constant (no gradient). L_match uses the anchors `no_positive` keeps:
+  with 'released', every unpadded anchor's p(i) and n(i), including the
+  fallbacks (first unpadded row; the anchor itself), as the code does; with
+  'skip', none in a batch of one class or of distinct labels (L_match = 0).
 
   Returns:
     (loss, {'triplet': ..., 'match': ..., 'valid_anchors': ...}).

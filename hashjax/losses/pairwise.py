@@ -48,18 +48,44 @@ def softmax_cross_entropy(logits, labels, mask, smoothing=0.0):
 
 
 def class_balanced_pairwise_nll(u, labels, mask=None, *,
-                                diagonal_gradient=False):
+                                diagonal_gradient=False, denominator=None):
   """Class-balanced DPSH loss inside the batch (DGSSH spec §1.4.1).
 
-  l_ij = log(1 + exp(theta_ij)) - s_ij theta_ij, theta_ij = u_i.u_j / 2.
-  Value: mean of l over similar off-diagonal pairs + mean over dissimilar
-  pairs (when both exist). `diagonal_gradient=True` reproduces the released
-  code, which subtracts the diagonal's value as a detached constant, so the
-  diagonal still pushes ||u_i|| up through its gradient.
+  l_ij = log(1 + exp(theta_ij)) - s_ij theta_ij, theta_ij = u_i.u_j / 2,
+  over ordered off-diagonal pairs of unpadded rows. With S1 / S0 the numbers
+  of similar / dissimilar such pairs, each clamped to at least 1, and
+  S = S0 + S1, the weights are S / S1 on similar and S / S0 on dissimilar
+  pairs, and
+
+    value = sum_{i != j} w_ij l_ij / D.
+
+  `denominator` chooses D:
+    'balanced' (paper intent): D = S, so the value is the mean of l over
+      similar pairs + the mean over dissimilar pairs, and exactly the mean
+      over the pairs present when a batch has no similar (all labels
+      distinct) or no dissimilar pair (one class).
+    'released': the released code's `similarityloss` (loss/asy_loss.py),
+      D = n(n - 1) with n the number of unpadded rows (the code has no
+      padding: n = B). Equal to 'balanced' when both kinds of pair exist;
+      with one kind missing the clamped count adds 1 to S, so the value is
+      (n(n-1) + 1) / (n(n-1)) times that mean (+3.2% at n = 6, +1.8% at
+      n = 8). D is clamped to 1 (value 0) for n <= 1, where the code
+      divides 0 by 0.
+    None (default): 'released' when `diagonal_gradient`, else 'balanced'.
+
+  `diagonal_gradient=True` reproduces the released code's gradient: it
+  subtracts the diagonal's value (weight S / S1) as a detached constant, so
+  the diagonal still pushes ||u_i|| up through its gradient. So
+  `diagonal_gradient=True` (denominator left None) is the released code.
 
   Args:
     u: [b, c] relaxed codes. labels: [b, C] multi-hot. mask: [b] or None.
   """
+  if denominator is None:
+    denominator = 'released' if diagonal_gradient else 'balanced'
+  if denominator not in ('balanced', 'released'):
+    raise ValueError(f"denominator must be 'balanced' or 'released', got "
+                     f'{denominator!r}.')
   b = u.shape[0]
   mask = jnp.ones(b) if mask is None else mask
   s = (labels @ labels.T > 0).astype(u.dtype)
@@ -71,7 +97,11 @@ def class_balanced_pairwise_nll(u, labels, mask=None, *,
   n_neg = jnp.maximum(jnp.sum((1.0 - s) * off), 1.0)
   total = n_pos + n_neg
   w = jnp.where(s > 0, total / n_pos, total / n_neg)
-  pairs = jnp.maximum(total, 1.0)
+  if denominator == 'released':
+    n = jnp.sum(mask)
+    pairs = jnp.maximum(n * (n - 1.0), 1.0)
+  else:
+    pairs = total
   value = jnp.sum(w * nll * off) / pairs
   if not diagonal_gradient:
     return value

@@ -1,10 +1,10 @@
 """DGSSH: Deep Global Semantic Structure-preserving Hashing (Zhou et al.,
 ESWA 238, 2024), paper-intent mode.
 
-Spec: ../shared/specs/dgssh.md. Encoder (Swin-T in the paper; any hashjax
+docs/methods/dgssh.md explains the paper and the released code. Encoder (Swin-T in the paper; any hashjax
 encoder) -> tanh hash head u, classifier on u. Database codes V are a free
 +-1 variable updated by one DCC sweep per round over the whole database
-(§1.5; the hooks and the DCC are AHCL's, hashjax/bank.py). The network loss
+(§1.5; the hooks and the DCC are AHCL's, hashjax/methods/_bank.py). The network loss
 (§1.4, §4 "paper intent"):
 
   L = alpha * CE_ls(logits, y)                       label smoothing (§1.4.3)
@@ -27,17 +27,22 @@ diagonal-gradient quirk (§1.4.1), beta = `lam` (200, the V step's weight
 too) and N the database size; there is no u-V inner-product term.
 configs/dgssh.py:released sets this up with the code's schedule.
 
-Class-balanced batches (train.sampler='class_balanced', hashjax/train.py)
+Class-balanced batches (train.sampler='class_balanced', hashjax/data/sampling.py)
 give every anchor a positive; the released code's random batches do not.
 """
 import jax.numpy as jnp
 
-from hashjax import bank
 from hashjax.losses import metric
 from hashjax.losses import pairwise
 from hashjax.losses import similarity
+from hashjax.methods import _bank
 
-DATABASE_CODES = 'bank'
+DATABASE_CODES = _bank.DATABASE_CODES
+init_state = _bank.init_state
+update_state = _bank.update_state
+start_round = _bank.start_round
+end_round = _bank.end_round
+database_codes = _bank.database_codes
 
 
 def _embedding(outputs, space):
@@ -45,54 +50,43 @@ def _embedding(outputs, space):
   return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def loss_fn(outputs, batch, state, *, alpha, label_smoothing, w_sim, w_quant,
-            w_asym, w_triplet, margin, lam_match, triplet_space='features',
-            match_grad=True, reduction='paper', no_positive='skip', lam,
-            **unused):
+def loss_fn(outputs, batch, state, hp):
   """The DGSSH objective (module docstring): paper intent or released."""
-  del unused
   u, mask, labels = outputs['u'], batch['mask'], batch['label']
   c = u.shape[-1]
   v = state['V']
   rows = jnp.clip(batch['index'], 0)
   b = jnp.maximum(mask.sum(), 1.0)
   ce = pairwise.softmax_cross_entropy(outputs['logits'], labels, mask,
-                                      smoothing=label_smoothing)
-  released = reduction == 'released'
+                                      smoothing=hp.label_smoothing)
+  released = hp.reduction == 'released'
   sim_loss = pairwise.class_balanced_pairwise_nll(
       u, labels, mask, diagonal_gradient=released)
   anchor = jnp.sum(((v[rows] - u) ** 2).sum(-1) * mask)  # sum_i ||v - u||^2
   if released:
     # §1.4.2: (L_sim + beta sum_i ||v - u||^2) / (N B); L_sim ~ 0 there.
-    asy = (sim_loss + lam * anchor) / (v.shape[0] * b)
+    asy = (sim_loss + hp.lam * anchor) / (v.shape[0] * b)
     terms = {'ce': ce, 'sim': sim_loss, 'quant': anchor / (b * c), 'asy': asy}
-    loss = alpha * ce + asy
-  elif reduction == 'paper':
+    loss = hp.alpha * ce + asy
+  elif hp.reduction == 'paper':
     quant = anchor / (b * c)
     terms = {'ce': ce, 'sim': sim_loss, 'quant': quant}
-    loss = alpha * ce + w_sim * sim_loss + w_quant * quant
+    loss = hp.alpha * ce + hp.w_sim * sim_loss + hp.w_quant * quant
   else:
     raise ValueError(f"loss.reduction must be 'paper' or 'released', got "
-                     f'{reduction!r}.')
-  if w_asym and not released:
+                     f'{hp.reduction!r}.')
+  if hp.w_asym and not released:
     s = similarity.soft_similarity(
         similarity.label_similarity(labels, state['labels']), state['r'])
     _, parts = pairwise.asymmetric_loss(u, v, s, v[rows], mask, lam=0.0,
                                         num_database=v.shape[0])
     terms['asym'] = parts['pair'] / c ** 2
-    loss += w_asym * terms['asym']
-  if w_triplet:
+    loss += hp.w_asym * terms['asym']
+  if hp.w_triplet:
     ct, parts = metric.corrective_triplet_loss(
-        labels, _embedding(outputs, triplet_space), margin=margin,
-        lam=lam_match, mask=mask, match_grad=match_grad,
-        no_positive=no_positive)
+        labels, _embedding(outputs, hp.triplet_space), margin=hp.margin,
+        lam=hp.lam_match, mask=mask, match_grad=hp.match_grad,
+        no_positive=hp.no_positive)
     terms.update(triplet=parts['triplet'], match=parts['match'])
-    loss += w_triplet * ct
+    loss += hp.w_triplet * ct
   return loss, terms
-
-
-init_state = bank.init_state
-update_state = bank.update_state
-start_round = bank.start_round
-end_round = bank.end_round
-database_codes = bank.database_codes

@@ -7,13 +7,10 @@ minimises the quantisation loss ||B - V R||_F^2 over B in {-1, 1}; ITQ
 alternates B = sign(V R) and the orthogonal Procrustes solution R = U S^T
 from the SVD of V^T B = U Sigma S^T. Codes: sign((x - mean) W R), 0 -> +1.
 
-`fit` and `encode` are pure functions of arrays; hashjax/frozen.py runs the
+`fit` and `encode` are pure functions of arrays; hashjax/fit.py runs the
 shared pipeline (cached frozen features, the shared exact evaluation).
 """
 import numpy as np
-
-KIND = 'frozen_features'
-DATABASE_CODES = 'encoder'
 
 
 def pca(features, bits):
@@ -53,12 +50,11 @@ def itq_rotation(v, iterations, seed):
   return r, losses
 
 
-def fit(features, *, bits, seed, itq_iterations=50, **unused):
+def fit(features, *, bits, seed, hp):
   """Learns {'mean', 'projection'} from training features [n, D]."""
-  del unused
   mean, w = pca(features, bits)
   v = (np.asarray(features, np.float64) - mean) @ w
-  r, losses = itq_rotation(v, itq_iterations, seed)
+  r, losses = itq_rotation(v, hp.itq_iterations, seed)
   return {'mean': mean, 'projection': w @ r}, {'quantization_loss': losses}
 
 

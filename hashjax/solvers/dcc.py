@@ -1,16 +1,17 @@
-"""Database code bank V: the discrete cyclic coordinate descent (DCC) update.
+"""Discrete cyclic coordinate descent (DCC) for a database code bank V.
 
-Shared by the asymmetric methods (AHCL, DGSSH). Spec: ahcl.md §1.7.
+ADSH's discrete update (Jiang & Li, AAAI 2018), used by the asymmetric
+methods (AHCL, DGSSH); docs/methods/ahcl.md §1.7.
 
 With the network fixed, V in {-1, +1}^{n x c} minimises
   J(V) = ||U V^T - c S||_F^2 + lam ||V_Omega - U||_F^2,
 where U [m, c] holds the relaxed codes of the sampled rows Omega and S [m, n]
 their similarity to every database item. We store U database-sized ([n, c],
-zero outside Omega), which makes U-bar of the spec the stored U itself, and
+zero outside Omega), which makes ADSH's U-bar the stored U itself, and
   Q = -2 c S^T U - 2 lam U,   G = U^T U  (c x c).
 One sweep over the bits k = 0..c-1, each column given the others:
   V[:, k] <- -sign(Q[:, k] + 2 (V G[:, k] - V[:, k] G[k, k]))
-which is the spec's V_{:,-k} (U_{:,-k}^T U_{:,k}) written without slicing,
+which is ADSH's V_{:,-k} (U_{:,-k}^T U_{:,k}) written without slicing,
 so every row of V updates independently (the bank shards along n).
 sign(0) -> +1 here (the reference's np.sign gives 0); 0 never survives.
 
@@ -18,7 +19,7 @@ Precision: float32. The reference uses float64 numpy. Each column's argument
 is a sum of m terms of size <= c; float32 rounds it with relative error
 ~1e-7, so a bit can differ from float64 only where the argument is within
 ~1e-7 * c * m of zero, i.e. where both signs give objectives within that
-margin (flipping v_jk changes J by 2 |argument|). tests/bank_test.py checks
+margin (flipping v_jk changes J by 2 |argument|). tests/dcc_test.py checks
 that the sweep never increases J (in float64) and matches a float64 numpy
 sweep.
 """
@@ -78,56 +79,3 @@ def objective(bank, u, sim, rows, *, lam):
   c = u.shape[1]
   return (jnp.sum((u @ bank.T - c * sim) ** 2)
           + lam * jnp.sum((bank[rows] - u) ** 2))
-
-
-# Method hooks shared by the asymmetric methods (AHCL, DGSSH): V is a free
-# +-1 database-code bank (one row per training image), U collects the
-# round's network outputs, and one DCC sweep ends every round. See
-# hashjax/methods/base.py for the contract.
-
-
-def init_state(config, meta):
-  """V (zeros, or random +-1 with loss.v_init='random'), U, labels, r."""
-  n, bits = meta['num_train'], config.bits
-  if config.loss.v_init == 'zeros':
-    v = jnp.zeros((n, bits), jnp.float32)
-  elif config.loss.v_init == 'random':
-    key = jax.random.key(config.seed + 1)
-    v = jnp.where(jax.random.bernoulli(key, 0.5, (n, bits)), 1.0, -1.0)
-  else:
-    raise ValueError(f'loss.v_init must be zeros|random, got '
-                     f'{config.loss.v_init!r}.')
-  return {
-      'V': v,                                         # database codes.
-      'U': jnp.zeros((n, bits), jnp.float32),         # this round's outputs.
-      'labels': jnp.asarray(meta['train_labels'], jnp.float32),
-      'r': jnp.ones((), jnp.float32),                 # soft-S ratio.
-  }
-
-
-def update_state(state, outputs, batch, **unused):
-  """U[row] <- u for the batch's real samples (before this step's update)."""
-  del unused
-  n = state['U'].shape[0]
-  rows = jnp.where(batch['mask'] > 0, batch['index'], n)  # n: dropped.
-  return dict(state, U=state['U'].at[rows].set(outputs['u'], mode='drop'))
-
-
-def start_round(state, in_round, *, soft_similarity=True, **unused):
-  """Clears U; r over the round's (sample x database) block."""
-  del unused
-  r = (similarity.similar_ratio(state['labels'], state['labels'], in_round)
-       if soft_similarity else jnp.ones((), jnp.float32))
-  return dict(state, U=jnp.zeros_like(state['U']), r=r)
-
-
-def end_round(state, *, lam, **unused):
-  """One DCC sweep over the bits with quantization weight `lam`."""
-  del unused
-  v = dcc_update(state['V'], state['U'], state['labels'], state['labels'],
-                 state['r'], lam=lam)
-  return dict(state, V=v)
-
-
-def database_codes(state):
-  return state['V']

@@ -1,4 +1,4 @@
-"""MrHash's stages on frozen features (mrhash spec §1.2-1.3), label-free.
+"""MrHash's stages on frozen features (docs/methods/mrhash.md §1.2-1.3), label-free.
 
   train_autoencoder  stage 1: the multisource AE on cached features, Adam
                      with the released step decay; the final epoch is kept
@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hashjax import kmeans
+from hashjax.solvers import kmeans
 from hashjax.losses import clustering
-from hashjax.models import autoencoder
+from hashjax.models import multisource
 
 
 def train_autoencoder(features, *, weights=(0.1, 1.0), epochs=200,
@@ -35,7 +35,7 @@ def train_autoencoder(features, *, weights=(0.1, 1.0), epochs=200,
   n = features[0].shape[0]
   if any(f.shape[0] != n for f in features):
     raise ValueError('Every source needs one feature row per image.')
-  model = autoencoder.MultiSourceAE(tuple(f.shape[1] for f in features),
+  model = multisource.MultiSourceAE(tuple(f.shape[1] for f in features),
                                     latent=latent)
   xs = [jnp.asarray(f, jnp.float32) for f in features]
   params = model.init(jax.random.key(seed), xs[0][:1])['params']
@@ -49,10 +49,9 @@ def train_autoencoder(features, *, weights=(0.1, 1.0), epochs=200,
   def step(params, opt_state, idx, mask):
     def loss_fn(p):
       _, recons = model.apply({'params': p}, xs[0][idx])
-      # Padding rows (mask 0) repeat row 0; weight them out.
-      per = [jnp.mean((r - x[idx]) ** 2, axis=1) for r, x in zip(recons, xs)]
-      return sum(w * jnp.sum(e * mask) / jnp.sum(mask)
-                 for w, e in zip(weights, per))
+      # Padding rows (mask 0) repeat row 0; weighted out.
+      return clustering.reconstruction_loss(recons, [x[idx] for x in xs],
+                                            weights, mask)
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss

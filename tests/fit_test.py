@@ -1,12 +1,17 @@
-"""LSH and PCA-ITQ on frozen features (hashjax/frozen.py, methods/{lsh,itq})."""
+"""LSH and PCA-ITQ on frozen features (hashjax/fit.py, methods/{lsh,itq})."""
+import ml_collections
 import numpy as np
 import pytest
 
 from configs import itq as itq_config
 from configs import lsh as lsh_config
-from hashjax import train
+from hashjax import fit
 from hashjax.methods import itq
 from hashjax.methods import lsh
+
+
+def _hp(**kw):
+  return ml_collections.FrozenConfigDict(kw)
 
 
 def _clusters(n=200, d=10, seed=0):
@@ -36,14 +41,14 @@ def test_itq_lowers_quantization_loss_with_an_orthogonal_rotation():
   np.testing.assert_allclose(r.T @ r, np.eye(16), atol=1e-10)
   assert all(b <= a + 1e-9 for a, b in zip(losses, losses[1:]))
   assert losses[-1] < itq.quantization_loss(v, np.eye(16))
-  params, diag = itq.fit(x, bits=16, seed=0, itq_iterations=30)
+  params, diag = itq.fit(x, bits=16, seed=0, hp=_hp(itq_iterations=30))
   np.testing.assert_allclose(itq.encode(params, x), v @ r, atol=1e-8)
   assert diag['quantization_loss'] == losses
 
 
 def test_itq_codes_separate_clusters():
   x, labels = _clusters()
-  params, _ = itq.fit(x, bits=2, seed=0, itq_iterations=20)
+  params, _ = itq.fit(x, bits=2, seed=0, hp=_hp(itq_iterations=20))
   codes = np.sign(itq.encode(params, x))
   # Codes of the two clusters never coincide.
   assert not {tuple(c) for c in codes[labels == 0]} & {
@@ -52,9 +57,9 @@ def test_itq_codes_separate_clusters():
 
 def test_lsh_is_seeded_and_centred():
   x, _ = _clusters()
-  a, _ = lsh.fit(x, bits=8, seed=0)
-  b, _ = lsh.fit(x, bits=8, seed=0)
-  c, _ = lsh.fit(x, bits=8, seed=1)
+  a, _ = lsh.fit(x, bits=8, seed=0, hp=_hp())
+  b, _ = lsh.fit(x, bits=8, seed=0, hp=_hp())
+  c, _ = lsh.fit(x, bits=8, seed=1, hp=_hp())
   np.testing.assert_array_equal(a['projection'], b['projection'])
   assert not np.array_equal(a['projection'], c['projection'])
   np.testing.assert_allclose(lsh.encode(a, x).mean(0), 0.0, atol=1e-9)
@@ -67,12 +72,12 @@ def test_end_to_end_and_feature_cache(get_config, small_rsscn7, tmp_path):
   c = get_config('runlocal,bits=16')
   c.data.update(name='folder', root=str(small_rsscn7))
   c.eval.topk = (10,)
-  first = train.run(c, str(tmp_path))
+  first = fit.run(c, str(tmp_path))
   assert not first['features_cached']
   assert first['metrics']['R'] == 16             # 7 classes x 16 database
   assert 0.0 < first['metrics']['map@R'] <= 1.0
   assert first['metrics']['map@R'] == first['metrics']['map@16']
-  second = train.run(c, str(tmp_path))
+  second = fit.run(c, str(tmp_path))
   assert second['features_cached']
   assert second['metrics'] == first['metrics']
 
@@ -93,22 +98,22 @@ def test_second_sensor_view():
 
 
 def test_view_features_are_cached_separately(small_rsscn7, tmp_path):
-  from hashjax import frozen, parallel  # pylint: disable=g-import-not-at-top
+  from hashjax import features, parallel  # pylint: disable=g-import-not-at-top
   from hashjax.data import sources, views  # pylint: disable=g-import-not-at-top
   c = itq_config.get_config('runlocal')
   c.data.update(name='folder', root=str(small_rsscn7))
   image_set = sources.load(c.data)
   mesh = parallel.make_mesh()
-  f0, cached0 = frozen.cached_features(c, image_set, mesh, str(tmp_path))
-  f1, cached1 = frozen.cached_features(
+  f0, cached0 = features.cached_features(c, image_set, mesh, str(tmp_path))
+  f1, cached1 = features.cached_features(
       c, image_set, mesh, str(tmp_path), source=1,
       view=views.get('view:second_sensor'), view_name='view:second_sensor')
   assert not cached0 and not cached1 and f0.shape == f1.shape
   assert not np.allclose(f0, f1)
-  again, cached = frozen.cached_features(
+  again, cached = features.cached_features(
       c, image_set, mesh, str(tmp_path), source=1,
       view=views.get('view:second_sensor'), view_name='view:second_sensor')
   assert cached
   np.testing.assert_array_equal(again, f1)
   with pytest.raises(ValueError, match='another view'):
-    frozen.cached_features(c, image_set, mesh, str(tmp_path), source=1)
+    features.cached_features(c, image_set, mesh, str(tmp_path), source=1)

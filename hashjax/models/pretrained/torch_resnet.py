@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hashjax.models import resnet
-from hashjax.models import torch_io
-from hashjax.models import weights
+from hashjax.models.pretrained import torch_io
+from hashjax.models.pretrained import graft
 
 _BRANCH2 = {'1': 'branch2a', '2': 'branch2b', '3': 'branch2c'}
 _BN = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
@@ -120,7 +120,7 @@ def from_torch(state_dict: Mapping[str, Any], model: resnet.ResNet,
   expected = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
                          train=False))
-  weights.check_tree(expected, variables, path)
+  graft.check_tree(expected, variables, path)
   return jax.tree.map(jnp.asarray, variables)
 
 

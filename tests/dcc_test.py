@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hashjax import bank
+from hashjax.solvers import dcc
 from hashjax.losses import similarity
 
 
@@ -50,7 +50,7 @@ def test_dcc_never_increases_objective(seed, multi_hot):
   v = np.where(rng.random(u.shape) < 0.5, -1.0, 1.0)
   before = _objective(v, u[rows].astype(np.float64), sim, rows, lam)
   for _ in range(3):
-    v_new = np.asarray(bank.dcc_update(
+    v_new = np.asarray(dcc.dcc_update(
         jnp.asarray(v, jnp.float32), jnp.asarray(u), jnp.asarray(labels),
         jnp.asarray(labels), r, lam=lam), np.float64)
     after = _objective(v_new, u[rows].astype(np.float64), sim, rows, lam)
@@ -64,7 +64,7 @@ def test_dcc_matches_float64_reference_from_zero(multi_hot):
   labels, rows, u, sim, r = _problem(5, multi_hot=multi_hot)
   v0 = np.zeros(u.shape)
   want = _reference_sweep(v0, u[rows].astype(np.float64), sim, rows, 200.0)
-  got = np.asarray(bank.dcc_update(
+  got = np.asarray(dcc.dcc_update(
       jnp.zeros(u.shape), jnp.asarray(u), jnp.asarray(labels),
       jnp.asarray(labels), r, lam=200.0))
   np.testing.assert_array_equal(got, want)
@@ -74,7 +74,7 @@ def test_each_column_is_a_minimiser():
   """After a sweep, no single flip in the last column lowers J."""
   labels, rows, u, sim, r = _problem(3)
   lam = 50.0
-  v = np.asarray(bank.dcc_update(
+  v = np.asarray(dcc.dcc_update(
       jnp.zeros(u.shape), jnp.asarray(u), jnp.asarray(labels),
       jnp.asarray(labels), r, lam=lam), np.float64)
   u_rows = u[rows].astype(np.float64)
@@ -88,7 +88,7 @@ def test_each_column_is_a_minimiser():
 
 def test_similarity_transpose_times_matches_dense():
   labels, rows, u, sim, r = _problem(4, multi_hot=True)
-  got = bank.similarity_transpose_times(
+  got = dcc.similarity_transpose_times(
       jnp.asarray(labels), jnp.asarray(labels), jnp.asarray(u), r)
   s_full = np.asarray(similarity.soft_similarity(
       similarity.label_similarity(labels, labels), r))

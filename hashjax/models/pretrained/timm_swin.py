@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hashjax.models import swin
-from hashjax.models import torch_io
+from hashjax.models.pretrained import torch_io
 
 _BUFFERS = ('relative_position_index', 'attn_mask')
 
