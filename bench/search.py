@@ -4,7 +4,7 @@
                          [--bits=64,128]
 
 Random codes, one run, side by side; queries/s, the ratio to faiss and the
-memory per code. hashjax: hashjax/topk.py (bit-packed uint32
+memory per code. hashjax: hashjax/archive/topk.py (bit-packed uint32
 words, XOR + popcount, select by counting), compiled before timing. faiss:
 IndexBinaryFlat (its own threads, here all cores). numpy: packbits words,
 np.bitwise_count, argpartition + a stable sort of the k (16 queries at a

@@ -1,6 +1,6 @@
 r"""AHCL: Asymmetric Hash Code Learning (Song et al., TGRS 2022).
 
-Spec: ../shared/specs/ahcl.md (§1 training, §2 evaluation).
+See docs/methods/ahcl.md (§1 training, §2 evaluation).
 
 Default (`quick`), the bundled RSSCN7 64 px data on a 2-core CPU, < 10 min:
 
@@ -28,7 +28,7 @@ def get_config(arg=None):
   c = common.base_config('ahcl')
   c.bits = arg.bits
 
-  # ADSH objective + classification term, spec §1.5. gamma weighs the CE,
+  # ADSH objective + classification term, docs/methods/ahcl.md §1.5. gamma weighs the CE,
   # lam the quantization term (§4 item 1: the names are swapped vs ADSH).
   c.loss.lam = 200.0
   c.loss.gamma = 20.0

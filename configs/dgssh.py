@@ -1,4 +1,4 @@
-r"""DGSSH (Zhou et al., ESWA 2024). Spec: ../shared/specs/dgssh.md.
+r"""DGSSH (Zhou et al., ESWA 2024). docs/methods/dgssh.md explains the paper and the released code.
 
   python -m hashjax.main --config=configs/dgssh.py            # ResNet-50
   python -m hashjax.main --config=configs/dgssh.py:swin       # Swin-T, 64 px
@@ -33,7 +33,7 @@ def get_config(arg=None):
                          triplet=False, runlocal=False)
   c = common.base_config('dgssh')
   c.bits = arg.bits
-  c.loss.lam = 200.0             # beta of the V step (spec §1.5).
+  c.loss.lam = 200.0             # beta of the V step (docs/methods/dgssh.md §1.5).
   c.loss.soft_similarity = True  # S in {1, -r} for the V step (§1.5).
   c.loss.v_init = 'zeros'
   c.loss.alpha = 1.0             # CE weight.

@@ -1,4 +1,4 @@
-r"""MrHash (Sun et al., TGRS 2022), unsupervised. Spec: ../shared/specs/mrhash.md.
+r"""MrHash (Sun et al., TGRS 2022), unsupervised. docs/methods/mrhash.md explains the paper and the released code.
 
   python -m hashjax.main --config=configs/mrhash.py[:bits=32]
   python -m hashjax.main --config=configs/mrhash.py:single   # one source

@@ -6,7 +6,7 @@ import optax
 
 def timm_epoch_cosine(base_lr, *, epochs, warmup_epochs, warmup_init_lr,
                       min_lr, steps_per_epoch, samples_per_epoch):
-  """lr(step) of DGSSH's released schedule (dgssh spec §1.0, §1.3).
+  """lr(step) of DGSSH's released schedule (docs/methods/dgssh.md §1.0, §1.3).
 
   timm's CosineLRScheduler with t counted in *samples* (t_initial =
   epochs * N, warmup_t = warmup_epochs * N, N = samples_per_epoch), stepped
@@ -33,7 +33,7 @@ def timm_epoch_cosine(base_lr, *, epochs, warmup_epochs, warmup_init_lr,
 
 def learning_rate(optim, total_steps, steps_per_round, samples_per_round=0):
   """lr(step). piecewise boundaries are given in rounds (outer iterations):
-  the AHCL code divides lr by 10 *after* rounds 10 and 20 (spec §1.8), i.e.
+  the AHCL code divides lr by 10 *after* rounds 10 and 20 (docs/methods/ahcl.md §1.8), i.e.
   boundaries=(11, 21). 'timm_epoch_cosine' treats a round as an epoch."""
   if optim.schedule == 'timm_epoch_cosine':
     return timm_epoch_cosine(
@@ -63,7 +63,7 @@ def make(optim, total_steps, steps_per_round, samples_per_round=0):
   """Returns (tx, lr_fn).
 
   sgd: PyTorch SGD semantics, coupled L2 (grad += wd * theta) on all
-  parameters before momentum (AHCL spec §4 item 13). adamw: decoupled.
+  parameters before momentum (docs/methods/ahcl.md §4 item 13). adamw: decoupled.
   """
   lr = learning_rate(optim, total_steps, steps_per_round, samples_per_round)
   parts = []
@@ -90,7 +90,7 @@ def scale_subtree(name, factor):
   After sgd (with momentum) or adamw this is exactly a learning rate of
   lr * factor for that subtree (both updates are linear in lr), i.e.
   PyTorch's per-parameter-group lr, e.g. MrHash's backbone at 0.01x
-  (mrhash spec §1.6).
+  (docs/methods/mrhash.md §1.6).
   """
   def update_fn(updates, state, params=None):
     del params

@@ -1,4 +1,4 @@
-"""DCC update of the database codes (AHCL spec §1.7)."""
+"""DCC update of the database codes (docs/methods/ahcl.md §1.7)."""
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -27,7 +27,7 @@ jax.config.update('jax_enable_x64', False)
 
 MARGIN = 10.0  # configs/dgssh.py:released,triplet (margin = gamma = 10).
 GAMMA = 10.0
-NUM_CLASS = 30  # the released code's one-hot width (spec §1.0).
+NUM_CLASS = 30  # the released code's one-hot width (docs/methods/dgssh.md §1.0).
 
 
 # --- The released code, transcribed (QinLab-WFU/DGSSH@95dfcf3). -----------

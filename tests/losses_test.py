@@ -1,4 +1,4 @@
-"""Loss terms against hand-computed values (AHCL spec §1.4, §1.5)."""
+"""Loss terms against hand-computed values (docs/methods/ahcl.md §1.4, §1.5)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -133,3 +133,57 @@ def test_dgssh_released_loss_by_hand():
   assert 'triplet' not in terms     # the shipped strategy: no triplet.
   with pytest.raises(ValueError, match='loss.reduction'):
     method.loss_fn(outputs, batch, state, _hp(config, reduction='mean'))
+
+
+def test_hyperparameters_are_locked():
+  """A mistyped hyper-parameter fails loudly instead of using a default."""
+  hp = _hp(ahcl_config.get_config('bits=8'))
+  assert hp.lam == 200.0
+  with pytest.raises(AttributeError):
+    _ = hp.lamda
+  with pytest.raises((AttributeError, TypeError, ValueError)):
+    hp.lam = 1.0
+
+
+def test_mrhash_loss_by_hand():
+  """KL(P||Q_h) + KL(P||Q_f) + lambda0 * sum_s MSE_s, per sample
+  (batchmean) and with torch's 'mean' (/ K), padding excluded (§1.5)."""
+  from configs import mrhash as mrhash_config  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  n, b, k = 6, 4, 3
+  dims = (5, 2)
+
+  def simplex(rows):
+    x = rng.uniform(0.1, 1.0, (rows, k))
+    return x / x.sum(1, keepdims=True)
+
+  p_all, q_h, q_f = simplex(n), simplex(b), simplex(b)
+  feats = [rng.normal(size=(n, d)) for d in dims]
+  recons = [rng.normal(size=(b, d)) for d in dims]
+  index = np.array([4, 0, 2, -1])
+  mask = np.array([1., 1, 1, 0])
+  state = {'P': jnp.asarray(p_all, jnp.float32),
+           'features': tuple(jnp.asarray(f, jnp.float32) for f in feats)}
+  outputs = {'q_h': jnp.asarray(q_h, jnp.float32),
+             'q_f': jnp.asarray(q_f, jnp.float32),
+             'recons': [jnp.asarray(r, jnp.float32) for r in recons]}
+  batch = {'index': jnp.asarray(index, jnp.int32),
+           'mask': jnp.asarray(mask, jnp.float32)}
+  method = methods.get('mrhash')
+  real = index[:3]
+  p = p_all[real]
+
+  def kl(q):
+    return (p * (np.log(p) - np.log(q[:3]))).sum(1)   # per sample
+
+  recon = sum(((r[:3] - f[real]) ** 2).mean(1).mean()
+              for r, f in zip(recons, feats))
+  for reduction, div in (('batchmean', 1.0), ('mean', k)):
+    hp = _hp(mrhash_config.get_config(), kl_reduction=reduction, lambda0=5.0)
+    loss, terms = method.loss_fn(outputs, batch, state, hp)
+    want_h, want_f = kl(q_h).mean() / div, kl(q_f).mean() / div
+    np.testing.assert_allclose(float(terms['kl_hash']), want_h, rtol=1e-5)
+    np.testing.assert_allclose(float(terms['kl_feat']), want_f, rtol=1e-5)
+    np.testing.assert_allclose(float(terms['recon']), recon, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), want_h + want_f + 5.0 * recon,
+                               rtol=1e-5)

@@ -59,7 +59,7 @@ def test_each_stage_resumes_from_its_own_cache(small_rsscn7, tmp_path):
 
 
 def test_released_config_matches_the_code():
-  """mrhash spec §1.4-1.6, §2: what `released` must set."""
+  """docs/methods/mrhash.md §1.4-1.6, §2: what `released` must set."""
   c = mrhash_config.get_config('released,bits=32')
   assert c.bits == 32 and c.train.rounds == 51 and c.input.batch_size == 128
   assert (c.input.image_size, c.input.resize_size) == (224, 256)

@@ -6,7 +6,7 @@ import pytest
 from hashjax import optim
 from tests import torch_util
 
-# dgssh spec §1.3 (2-3 significant digits): lr per epoch of the released run (UCMD: N = 1680 database
+# docs/methods/dgssh.md §1.3 (2-3 significant digits): lr per epoch of the released run (UCMD: N = 1680 database
 # images, 53 steps per epoch, base 2.5e-6, 5 warm-up epochs from 2.5e-9).
 SPEC_TABLE = {0: 2.5e-9, 1: 1.80e-8, 2: 5.2e-7, 3: 1.02e-6, 4: 1.52e-6,
               5: 2.02e-6, 6: 2.44e-6, 10: 2.31e-6, 20: 1.72e-6, 30: 9.5e-7,

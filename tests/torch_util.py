@@ -2,7 +2,7 @@
 
 The pinned torchvision 0.28.0 wheel is a CUDA build next to a CPU torch: its
 C++ ops are missing, and importing it fails on the ``nms`` fake
-registration. Defining the two op schemas first (../shared/STACK.md) lets
+registration. Defining the two op schemas first (docs/history.md, "Development environment notes") lets
 ``import torchvision`` and ``import timm`` succeed; no test calls these ops.
 """
 import pytest

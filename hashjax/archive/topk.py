@@ -4,7 +4,7 @@ counting.
 Ranking rule (the same as evaluation, hashjax/evaluation/ranking.py):
 ascending Hamming distance, ties by database index, lower first.
 
-A sort over 10^6 distances is hopeless on XLA:CPU (../shared/STACK.md:
+A sort over 10^6 distances is hopeless on XLA:CPU (docs/search.md §4.1:
 lax.top_k runs at 3-4 queries/s), but a distance is a small integer
 (0..bits), so the k-th smallest can be found by counting. For a block of
 queries against the database:

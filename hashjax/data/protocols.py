@@ -2,8 +2,8 @@
 
 Every protocol maps a labelled image list to three index arrays:
 `train`, `database` and `query`. In all protocols here the training set *is*
-the database (the asymmetric methods learn the database codes directly, AHCL
-spec §1.2, DGSSH spec §2), and the query set is disjoint from it.
+the database (the asymmetric methods learn the database codes directly, docs/methods/
+ahcl.md §1.2, docs/methods/dgssh.md §2), and the query set is disjoint from it.
 
 Protocols:
   default      per class, sorted by file name: the first 80 % -> database

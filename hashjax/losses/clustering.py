@@ -1,4 +1,4 @@
-"""DEC pieces of MrHash (mrhash spec §1.3, §1.5): pure functions of arrays.
+"""DEC pieces of MrHash (docs/methods/mrhash.md §1.3, §1.5): pure functions of arrays.
 
   soft_assignment     Student's-t kernel q_ij (DEC, Xie et al. 2016)
   target_distribution p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j')

@@ -1,6 +1,6 @@
 """Metric-learning losses: batch-hard triplets and the corrective triplet loss.
 
-DGSSH (spec ../shared/specs/dgssh.md §1.4.4) uses the corrective triplet loss
+DGSSH (docs/methods/dgssh.md §1.4.4) uses the corrective triplet loss
 of Yu et al., "Correcting the Triplet Selection Bias for Triplet Loss", ECCV
 2018: L = L_triplet + lam * L_match, where L_match pulls the per-class mean
 of the mined hardest positives/negatives toward the per-class mean of the
@@ -123,7 +123,7 @@ def _class_means(labels, emb, weights):
 
 
 def distribution_match(labels, emb, mined, *, squared=False, mask=None):
-  """L_match = sum_k ||mu_k - nu_k|| (spec §1.4.4), differentiable.
+  """L_match = sum_k ||mu_k - nu_k|| (docs/methods/dgssh.md §1.4.4), differentiable.
 
   mu_k: mean embedding of the batch samples of class k; nu_k: mean of the
   multiset of mined hardest positives and negatives of the valid anchors
@@ -148,7 +148,7 @@ def distribution_match(labels, emb, mined, *, squared=False, mask=None):
 
 def corrective_triplet_loss(labels, emb, *, margin, lam, squared=False,
                             mask=None, no_positive='skip', match_grad=True):
-  """L_triplet + lam * L_match (Yu et al. 2018; DGSSH spec §1.4.4).
+  """L_triplet + lam * L_match (Yu et al. 2018; docs/methods/dgssh.md §1.4.4).
 
   match_grad=False reproduces the released code, where L_match is a
   constant (no gradient). L_match uses the anchors `no_positive` keeps:

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 def asymmetric_loss(u, bank, sim, bank_rows, mask, *, lam, num_database):
   """ADSH pair + quantization loss with the released code's normalisation.
 
-  AHCL spec §1.5 item 1:
+  docs/methods/ahcl.md §1.5 item 1:
     L_p = [ sum_i sum_j (u_i . v_j - c S_ij)^2
             + lam sum_i ||v_idx(i) - u_i||^2 ] / (n b)
   with b the number of real (mask = 1) samples in the batch.
@@ -37,7 +37,7 @@ def softmax_cross_entropy(logits, labels, mask, smoothing=0.0):
 
   For single-label data this is PyTorch's CrossEntropyLoss (mean); with
   `smoothing` = eps it is timm's LabelSmoothingCrossEntropy: target
-  (1 - eps) y + eps / K (DGSSH spec §1.4.3).
+  (1 - eps) y + eps / K (docs/methods/dgssh.md §1.4.3).
   """
   target = labels / jnp.maximum(labels.sum(-1, keepdims=True), 1.0)
   target = (1.0 - smoothing) * target + smoothing / logits.shape[-1]
@@ -49,7 +49,7 @@ def softmax_cross_entropy(logits, labels, mask, smoothing=0.0):
 
 def class_balanced_pairwise_nll(u, labels, mask=None, *,
                                 diagonal_gradient=False, denominator=None):
-  """Class-balanced DPSH loss inside the batch (DGSSH spec §1.4.1).
+  """Class-balanced DPSH loss inside the batch (docs/methods/dgssh.md §1.4.1).
 
   l_ij = log(1 + exp(theta_ij)) - s_ij theta_ij, theta_ij = u_i.u_j / 2,
   over ordered off-diagonal pairs of unpadded rows. With S1 / S0 the numbers

@@ -77,7 +77,7 @@ def similarity_t_matmul(labels_rows, labels_db, u):
 def similar_ratio(labels_rows, labels_db, row_mask=None):
   """r = #similar / #dissimilar pairs in the (rows x database) block.
 
-  ADSH's soft constraint (AHCL spec §1.4) recomputes r per sampled block.
+  ADSH's soft constraint (docs/methods/ahcl.md §1.4) recomputes r per sampled block.
 
   Args:
     labels_rows: [m, C]; labels_db: [n, C]; row_mask: optional [m] weights
@@ -93,7 +93,7 @@ def similar_ratio(labels_rows, labels_db, row_mask=None):
 def soft_similarity(s0, r):
   """ADSH's soft similarity: +1 for similar pairs, -r for dissimilar ones.
 
-  AHCL spec §1.4: S = S0 (1 + r) - r. With r = 1 this is the {-1, +1}
+  docs/methods/ahcl.md §1.4: S = S0 (1 + r) - r. With r = 1 this is the {-1, +1}
   similarity of the ADSH paper.
   """
   return s0 * (1.0 + r) - r

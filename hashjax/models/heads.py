@@ -3,7 +3,7 @@
 The model takes uint8-range images and normalises them for its encoder
 (the encoder's pretrained weights fix the normalisation), then returns a dict
 `{'features', 'u', 'logits'}`: `u` is the relaxed code tanh(W f + b) in
-(-1, 1)^bits and `logits` the class scores computed from `u` (AHCL spec §1.3:
+(-1, 1)^bits and `logits` the class scores computed from `u` (docs/methods/ahcl.md §1.3:
 the classifier sits on the tanh output, not on the features).
 """
 from typing import Any, Optional

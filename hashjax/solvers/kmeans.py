@@ -1,6 +1,6 @@
 """K-means (Lloyd) with k-means++ seeding and several restarts, in JAX.
 
-MrHash (mrhash spec §1.3 item 3) runs scikit-learn's KMeans(16, n_init=20)
+MrHash (docs/methods/mrhash.md §1.3 item 3) runs scikit-learn's KMeans(16, n_init=20)
 on the autoencoder latents; this is the same algorithm: each restart seeds
 with k-means++, runs Lloyd iterations to convergence (or `iterations`), and
 the restart with the lowest inertia wins. Seeded, so reruns agree.
