@@ -220,8 +220,9 @@ def run(config, workdir, trace=None):
     for r in range(first_round, config.train.rounds):
       sample = sampling.round_sample(config.seed, r, n, m)
       if sampler == 'class_balanced':
-        sample = sampling.class_balanced_order(sample, train_classes[sample], batch,
-                                      config.train.class_group, config.seed, r)
+        sample = sampling.class_balanced_order(
+            sample, train_classes[sample], batch, config.train.class_group,
+            config.seed, r)
       yield r, train_ids[sample], sample
 
   batches = input_pipeline.train(

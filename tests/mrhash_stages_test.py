@@ -32,10 +32,11 @@ def test_autoencoder_shapes_and_loss():
 def test_autoencoder_learns_and_latents_cluster():
   x1, x2, labels = _two_sources()
   model, params, history = ae_solver.train_autoencoder(
-      [x1, x2], epochs=30, batch_size=64, latent=8, seed=0)
+      [x1, x2], weights=(0.1, 1.0), epochs=30, batch_size=64, lr=1e-3,
+      latent=8, seed=0)
   assert history[-1] < 0.5 * history[0]
-  centres, q, p, _ = ae_solver.cluster(model, params, x1, k=3,
-                                           restarts=3)
+  centres, q, p, _ = ae_solver.cluster(model, params, x1, k=3, restarts=3,
+                                       alpha=1.0, seed=0)
   assert centres.shape == (3, 8) and q.shape == p.shape == (256, 3)
   np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
   # Without labels, the clusters of the latent recover the 3 groups.

@@ -1,4 +1,5 @@
-"""Tests for hashjax.models.resnet and hashjax.models.weights.
+"""Tests for hashjax.models.resnet and hashjax.models.pretrained (Keras
+ResNet-50 weights, the cache, grafting).
 
 The parity tests need the shared Keras ResNet-50 weights beside the checkout
 (``<repo>/../shared/weights``) and are skipped without them. No test touches
@@ -19,7 +20,9 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from hashjax.models import resnet
-from hashjax.models import weights
+from hashjax.models.pretrained import cache
+from hashjax.models.pretrained import graft
+from hashjax.models.pretrained import keras_resnet
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'weights'
 SAFETENSORS = WEIGHTS_DIR / 'resnet50_keras_imagenet.safetensors'
@@ -205,12 +208,12 @@ def test_missing_path_is_reported(tmp_path):
 
 @requires_weights
 def test_resolve_finds_known_name_in_cache(tmp_path):
-  cache = cache.cache_dir()
-  assert cache == tmp_path / 'cache'
-  cache.mkdir()
-  (cache / SAFETENSORS.name).symlink_to(SAFETENSORS)
+  folder = cache.cache_dir()
+  assert folder == tmp_path / 'cache'
+  folder.mkdir()
+  (folder / SAFETENSORS.name).symlink_to(SAFETENSORS)
   assert cache.resolve('resnet50_keras_imagenet',
-                         allow_download=False) == cache / SAFETENSORS.name
+                       allow_download=False) == folder / SAFETENSORS.name
 
 
 def test_normalize_matches_layout_definitions():

@@ -47,8 +47,9 @@ def pair_sources(sets, roots):
           + '. Every image needs its counterpart at the same relative path '
           'in every source (extensions may differ).')
     order = np.array([index[_stem(n)] for n in sets[0].names])
-    out.append(image_set_lib.ImageSet(s.paths[order], [s.names[i] for i in order],
-                        sets[0].labels, sets[0].class_names, s.skipped))
+    out.append(image_set_lib.ImageSet(
+        s.paths[order], [s.names[i] for i in order], sets[0].labels,
+        sets[0].class_names, s.skipped))
   return out
 
 

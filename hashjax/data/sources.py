@@ -52,7 +52,8 @@ def from_folder(root, skip_bad_images=False):
   onehot = np.eye(len(classes), dtype=np.float32)[labels]
   paths, names, onehot, skipped = image_set_lib.validate(
       paths, names, onehot, skip_bad_images, repr(str(root)))
-  return image_set_lib.ImageSet(np.array(paths), names, onehot, classes, skipped)
+  return image_set_lib.ImageSet(np.array(paths), names, onehot, classes,
+                                skipped)
 
 
 def load(data_config):
@@ -65,5 +66,6 @@ def load(data_config):
       raise ValueError('data.name=folder needs --config.data.root=PATH '
                        '(a folder of <class>/<image> files).')
     return from_folder(c.root, c.skip_bad_images)
-  return tfds_export.from_tfds(c.name, c.tfds_split, c.data_dir, c.download, c.cache_dir,
-                   c.skip_bad_images, c.get('image_key', 'image'))
+  return tfds_export.from_tfds(c.name, c.tfds_split, c.data_dir, c.download,
+                               c.cache_dir, c.skip_bad_images,
+                               c.get('image_key', 'image'))

@@ -155,5 +155,5 @@ def from_tfds(name, split='train', data_dir='', download=False, cache_dir='',
   paths, names, labels, skipped = image_set_lib.validate(
       paths, list(manifest['files']), labels, skip_bad_images,
       f'the export of TFDS {name!r} at {str(cache)!r}')
-  return image_set_lib.ImageSet(np.array(paths), names, labels, manifest['class_names'],
-                  skipped)
+  return image_set_lib.ImageSet(np.array(paths), names, labels,
+                                manifest['class_names'], skipped)

@@ -14,8 +14,9 @@ from hashjax.methods import base
 
 _REQUIRED = {'network': ('loss_fn',),
              'frozen_features': ('fit', 'encode')}
-_OPTIONAL = ('DATABASE_CODES', 'make_model', 'prepare', 'init_state', 'model_inputs',
-             'update_state', 'start_round', 'end_round', 'database_codes')
+_OPTIONAL = ('DATABASE_CODES', 'make_model', 'prepare', 'init_state',
+             'model_inputs', 'update_state', 'start_round', 'end_round',
+             'database_codes')
 
 
 def available():

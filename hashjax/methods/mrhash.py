@@ -130,7 +130,8 @@ def _centres(config, model, ae_params, feats1, workdir):
     return cached['centres'], True
   centres, _, _, inertia = ae_solver.cluster(
       model, ae_params, feats1, k=config.loss.clusters,
-      restarts=config.loss.kmeans_restarts, seed=config.seed)
+      restarts=config.loss.kmeans_restarts, alpha=config.loss.alpha,
+      seed=config.seed)
   workdir_lib.save_npz(path, centres=centres, inertia=np.asarray(inertia))
   return centres, False
 

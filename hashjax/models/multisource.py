@@ -40,8 +40,8 @@ class MultiSourceAE(nn.Module):
     latent: latent size (64 in the released code).
   """
   source_dims: Sequence[int]
+  latent: int
   hidden: Sequence[int] = (512, 512, 256, 256)
-  latent: int = 64
 
   def setup(self):
     self.encoder = MLP(tuple(self.hidden) + (self.latent,))

@@ -17,9 +17,8 @@ from hashjax.losses import clustering
 from hashjax.models import multisource
 
 
-def train_autoencoder(features, *, weights=(0.1, 1.0), epochs=200,
-                      batch_size=512, lr=1e-3, decay_every=40, decay=0.5,
-                      latent=64, seed=0):
+def train_autoencoder(features, *, weights, epochs, batch_size, lr, latent,
+                      seed, decay_every=40, decay=0.5):
   """Trains the multisource AE on per-source features.
 
   Args:
@@ -27,7 +26,9 @@ def train_autoencoder(features, *, weights=(0.1, 1.0), epochs=200,
     weights: reconstruction weight per source (released: 0.1 for source 1,
       1 for source 2).
     epochs, batch_size, lr, decay_every, decay: Adam with lr * decay every
-      `decay_every` epochs (released: 200, 512, 1e-3, 40, 0.5).
+      `decay_every` epochs (released: 200, 512, 1e-3, 40, 0.5; the first
+      three come from the config).
+    latent: latent size; seed: init and shuffling.
 
   Returns:
     (model, params, [mean loss per epoch]).
@@ -74,11 +75,11 @@ def train_autoencoder(features, *, weights=(0.1, 1.0), epochs=200,
   return model, params, history
 
 
-def cluster(model, params, features1, *, k=16, restarts=20, seed=0):
+def cluster(model, params, features1, *, k, restarts, alpha, seed):
   """Stage 2a: latents -> k-means centres, Q and the DEC target P."""
   z = model.apply({'params': params}, jnp.asarray(features1, jnp.float32),
                   method=model.encode)
   centres, inertia, _ = kmeans.kmeans(z, k, restarts=restarts, seed=seed)
-  q = clustering.soft_assignment(z, jnp.asarray(centres))
+  q = clustering.soft_assignment(z, jnp.asarray(centres), alpha)
   return centres, np.asarray(q), np.asarray(
       clustering.target_distribution(q)), inertia
