@@ -22,6 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from hashjax.models import encoders
+from hashjax.models.pretrained import converted
+from hashjax.models.pretrained import graft
+from hashjax.models.pretrained import load as pretrained
 
 _ENCODER = flags.DEFINE_enum('encoder', None, sorted(encoders.ENCODERS),
                              'Encoder the weights are for.')
@@ -37,14 +40,13 @@ def convert(encoder_name, source, out, image_size=224):
   model_config = ml_collections.ConfigDict(dict(
       encoder=encoder_name, bn_momentum=0.9, drop_path_rate=0.0))
   encoder, _ = encoders.build(model_config, image_size)
-  variables, _ = encoders.convert_pretrained(encoder_name, source, encoder)
+  variables, _ = pretrained.convert_pretrained(encoder_name, source, encoder)
   # Same names and shapes as a freshly initialised encoder, or a clear error.
   expected = jax.eval_shape(lambda: encoder.init(
       jax.random.key(0), jnp.zeros((1, image_size, image_size, 3)),
       train=False))
-  from hashjax.models import weights  # pylint: disable=g-import-not-at-top
   graft.check_tree(expected, variables, source)
-  path = encoders.save_variables(variables, out, encoder_name)
+  path = converted.save_variables(variables, out, encoder_name)
   count = sum(x.size for x in jax.tree.leaves(variables['params']))
   return path, count
 

@@ -14,6 +14,7 @@ import pytest
 
 from hashjax import convert
 from hashjax.models import encoders
+from hashjax.models.pretrained import load as pretrained
 from hashjax.models import heads
 from hashjax.models import resnet
 from hashjax.models.pretrained import torch_resnet
@@ -184,11 +185,11 @@ def test_convert_then_init_from(tmp_path, out_name):
                                str(tmp_path / out_name), image_size=32)
   assert count == 11_176_512  # torchvision resnet18 without fc.
   encoder, variables = _hash_variables('resnet18_tv')
-  direct = encoders.load_pretrained(
+  direct = pretrained.load_pretrained(
       variables, _model_config('resnet18_tv', pretrained=str(source)),
       encoder)
   # The pretrained weight name is ignored when init_from is set.
-  via_file = encoders.load_pretrained(
+  via_file = pretrained.load_pretrained(
       variables, _model_config('resnet18_tv', init_from=str(out),
                                pretrained='resnet50_keras_imagenet'),
       encoder)
@@ -210,21 +211,21 @@ def test_init_from_errors(tmp_path):
                            str(tmp_path / 'enc.safetensors'), image_size=32)
   encoder, variables = _hash_variables('resnet50_tv')
   with pytest.raises(ValueError, match="holds a 'resnet18_tv' encoder"):
-    encoders.load_pretrained(
+    pretrained.load_pretrained(
         variables, _model_config('resnet50_tv', init_from=str(out)), encoder)
   with pytest.raises(ValueError, match='not written by hashjax.convert'):
-    encoders.load_pretrained(
+    pretrained.load_pretrained(
         variables, _model_config('resnet50_tv', init_from=str(source)),
         encoder)
   with pytest.raises(FileNotFoundError, match='hashjax.convert'):
-    encoders.load_pretrained(
+    pretrained.load_pretrained(
         variables, _model_config('resnet50_tv',
                                  init_from=str(tmp_path / 'nope.safetensors')),
         encoder)
   truncated = tmp_path / 'cut.safetensors'
   truncated.write_bytes(out.read_bytes()[:1000])
   with pytest.raises(ValueError, match='not a readable safetensors'):
-    encoders.load_pretrained(
+    pretrained.load_pretrained(
         variables, _model_config('resnet18_tv', init_from=str(truncated)),
         encoder)
 

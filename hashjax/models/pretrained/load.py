@@ -64,7 +64,7 @@ def load_pretrained(variables, model_config, encoder):
     if model_config.pretrained:
       logging.info('model.init_from is set: model.pretrained=%r is not read.',
                    model_config.pretrained)
-    loaded, name = read_variables(init_from)
+    loaded, name = converted.read_variables(init_from)
     if name != model_config.encoder:
       raise ValueError(
           f'init_from={init_from} holds a {name!r} encoder, but the config '
