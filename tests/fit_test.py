@@ -66,6 +66,7 @@ def test_lsh_is_seeded_and_centred():
   assert lsh.encode(a, x[:5]).shape == (5, 8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('get_config', [itq_config.get_config,
                                         lsh_config.get_config])
 def test_end_to_end_and_feature_cache(get_config, small_rsscn7, tmp_path):
@@ -97,6 +98,7 @@ def test_second_sensor_view():
     views.get('view:sar')
 
 
+@pytest.mark.slow
 def test_view_features_are_cached_separately(small_rsscn7, tmp_path):
   from hashjax import features, parallel  # pylint: disable=g-import-not-at-top
   from hashjax.data import sources, views  # pylint: disable=g-import-not-at-top

@@ -69,6 +69,7 @@ def test_slurm_dry_run():
   assert no_job.returncode == 2 and 'sbatch' in no_job.stderr
 
 
+@pytest.mark.slow
 def test_colab_notebook_runs_headless(tmp_path):
   nbformat = pytest.importorskip('nbformat')
   nbclient = pytest.importorskip('nbclient')

@@ -1,5 +1,6 @@
 """MrHash's autoencoder and clustering stages on toy features."""
 import numpy as np
+import pytest
 import jax.numpy as jnp
 
 from hashjax.solvers import autoencoder as ae_solver
@@ -29,6 +30,7 @@ def test_autoencoder_shapes_and_loss():
   np.testing.assert_allclose(loss, 0.1 * 1.0 + 2.0 * 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_autoencoder_learns_and_latents_cluster():
   x1, x2, labels = _two_sources()
   model, params, history = ae_solver.train_autoencoder(

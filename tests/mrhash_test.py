@@ -8,6 +8,7 @@ from configs import mrhash as mrhash_config
 from hashjax import train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('arg, sources', [('runlocal', 2),
                                           ('runlocal,single', 1)])
 def test_mrhash_end_to_end(arg, sources, small_rsscn7, tmp_path):
@@ -27,6 +28,7 @@ def test_mrhash_end_to_end(arg, sources, small_rsscn7, tmp_path):
   assert again['metrics']['map@R'] == m['map@R']
 
 
+@pytest.mark.slow
 def test_each_stage_resumes_from_its_own_cache(small_rsscn7, tmp_path):
   """Deleting one stage's cache re-runs that stage only, to the same result;
   the stages' wall times and cache hits are in results.json."""
@@ -75,6 +77,7 @@ def test_released_config_matches_the_code():
   assert c.optim.encoder_lr_mult == 0.01      # backbone at 1e-5
 
 
+@pytest.mark.slow
 def test_released_variant_runs(small_rsscn7, tmp_path):
   """The released recipe end to end at smoke size (RandomResizedCrop from
   a resized image, two learning rates, step decay)."""
@@ -121,6 +124,7 @@ def _toy_multisource_tfds(data_dir, n_per_class=12):
   return 'hashjax_toy_multisource'
 
 
+@pytest.mark.slow
 def test_tfds_multiband_sources(tmp_path):
   """so2sat/all-style array features become 8-bit images of the chosen
   bands, stretched 2-98 %, and pair as two sources of MrHash."""

@@ -23,8 +23,11 @@ def main(method, data_root, workdir, out):
   config.train.update(rounds=2, samples_per_round=32, log_every=1)
   config.eval.topk = (10,)
   trace = {}
-  from hashjax import train  # pylint: disable=g-import-not-at-top
-  results = train.run(config, workdir, trace)
+  from hashjax import fit, methods, train  # pylint: disable=g-import-not-at-top
+  if methods.get(config.method).kind == 'frozen_features':
+    results = fit.run(config, workdir)
+  else:
+    results = train.run(config, workdir, trace)
   arrays = {'map_all': np.float64(results['metrics']['map@all'])}
   if 'state' in trace:
     arrays['losses'] = np.asarray(trace['losses'])

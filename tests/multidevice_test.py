@@ -11,6 +11,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ['ahcl', 'dgssh', 'mrhash', 'lsh', 'itq']
 
+# Each test trains or starts processes: the full suite only.
+pytestmark = pytest.mark.slow
+
 
 def run_helper(method, data_root, workdir, out, devices, env=None):
   env = dict(os.environ, **(env or {}))

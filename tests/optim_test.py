@@ -29,6 +29,7 @@ def test_timm_epoch_cosine_matches_spec_table():
                                  err_msg=f'epoch {epoch}')
 
 
+@pytest.mark.slow
 def test_timm_epoch_cosine_matches_timm():
   torch, timm = torch_util.import_timm()
   from timm.scheduler import cosine_lr  # pylint: disable=g-import-not-at-top

@@ -270,6 +270,7 @@ def test_bad_inputs(change, message):
     ranking.retrieval_metrics(**kwargs)
 
 
+@pytest.mark.slow
 def test_save_pr_curve_writes_png(tmp_path):
   from hashjax.evaluation import plots  # pylint: disable=g-import-not-at-top
   metrics = ranking.retrieval_metrics(*_random_problem(2))

@@ -86,6 +86,7 @@ def _parity(torch, ref, model, size, batch):
   assert logit_diff <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size, batch', [(64, 2), (224, 1)])
 def test_torchvision_resnet50_parity(size, batch):
   torch, torchvision = torch_util.import_torchvision()
@@ -95,6 +96,7 @@ def test_torchvision_resnet50_parity(size, batch):
   _parity(torch, ref, model, size, batch)
 
 
+@pytest.mark.slow
 def test_timm_resnet18_parity():
   torch, timm = torch_util.import_timm()
   torch.manual_seed(0)
@@ -140,6 +142,7 @@ def _torchvision_resnet18_keys():
   return keys
 
 
+@pytest.mark.slow
 def test_from_torch_roundtrip_and_errors():
   sd, variables = _fake_resnet18_state_dict()
   model = resnet.ResNet18(layout='torchvision', num_classes=10)
@@ -230,6 +233,7 @@ def test_init_from_errors(tmp_path):
         encoder)
 
 
+@pytest.mark.slow
 def test_convert_command_line(tmp_path):
   """The command a user runs; Keras ResNet-50 from the seeded cache."""
   src = conftest.SHARED / 'weights' / 'resnet50_keras_imagenet.safetensors'

@@ -90,6 +90,7 @@ def _assert_trees_equal(a, b):
 
 
 @requires_weights
+@pytest.mark.slow
 @pytest.mark.parametrize('size',
                          [64, pytest.param(224, marks=pytest.mark.slow)])
 def test_keras_parity(size, keras_variables, reference, apply_keras):
@@ -135,6 +136,7 @@ def _tf_keras_name(layer):
 
 
 @requires_weights
+@pytest.mark.slow
 def test_tf_keras_names_and_epsilon(keras_tensors, keras_variables, tmp_path):
   # tf.keras' ResNet50 uses BN epsilon 1.001e-5: the loader must fold the
   # difference into the variance so var + 1e-3 equals the file's var + 1.001e-5.
@@ -230,6 +232,7 @@ def test_normalize_matches_layout_definitions():
     resnet.normalize(rgb, 'caffe2')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layout', ['keras', 'torchvision'])
 @pytest.mark.parametrize('block', ['basic', 'bottleneck'])
 def test_tiny_model_trains_forward(layout, block):
@@ -258,6 +261,7 @@ class _HashModel(nn.Module):
     return nn.Dense(4, name='hash')(features)
 
 
+@pytest.mark.slow
 def test_load_into_replaces_only_the_backbone():
   images = jnp.zeros((1, 32, 32, 3))
   variables = _HashModel().init(jax.random.key(0), images, train=False)

@@ -15,6 +15,9 @@ from hashjax.data import image_set as image_set_lib
 from hashjax.data import protocols
 from hashjax.data import sources
 
+# Each test trains or starts processes: the full suite only.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def trained(small_rsscn7, tmp_path_factory):

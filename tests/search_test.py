@@ -22,7 +22,8 @@ def reference(q, db, k):
     (70, 16, 100, 0),          # k > N: clipped
     (257, 64, 5, 1),           # every code identical
 ])
-@pytest.mark.parametrize('fanout', [2, 32])
+@pytest.mark.parametrize('fanout', [pytest.param(2, marks=pytest.mark.slow),
+                                    32])
 def test_matches_stable_sort(n, bits, k, clusters, fanout):
   rng = np.random.default_rng(n + bits)
   if clusters:
@@ -41,6 +42,7 @@ def test_matches_stable_sort(n, bits, k, clusters, fanout):
   np.testing.assert_array_equal(i, want_i)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('db_chunk', [64, 1000])
 def test_database_in_chunks(db_chunk):
   """The database in chunks (a memory-mapped index, one chunk at a time)
@@ -57,6 +59,7 @@ def test_database_in_chunks(db_chunk):
   np.testing.assert_array_equal(i, want_i)
 
 
+@pytest.mark.slow
 def test_defaults_on_a_larger_database():
   rng = np.random.default_rng(0)
   db = rng.integers(0, 2**32, (100_000, 2), dtype=np.uint32)
@@ -86,6 +89,7 @@ print('ok')
 '''
 
 
+@pytest.mark.slow
 def test_sharded_over_eight_devices():
   """The database split over 8 (fake) devices: the same exact ranking."""
   import os  # pylint: disable=g-import-not-at-top

@@ -21,6 +21,7 @@ def _init(model, size, batch=1):
   return model.init(jax.random.PRNGKey(0), x, train=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size', [32, 64])
 def test_tiny_forward_shapes(size):
   model = swin.SwinTiny(num_classes=5)
@@ -36,6 +37,7 @@ def test_tiny_forward_shapes(size):
   assert np.all(np.isfinite(train_out['features']))
 
 
+@pytest.mark.slow
 def test_tiny_drop_path_is_random_in_training_only():
   model = swin.SwinTiny(drop_path_rate=0.5)
   variables = _init(model, 32)
@@ -101,6 +103,7 @@ def test_window_clamping_swin_t():
                                                      (2, 2)]
 
 
+@pytest.mark.slow
 def test_swin_t_64_param_shapes():
   model = swin.SwinT(img_size=64, num_classes=10)
   shapes = jax.eval_shape(lambda: _init(model, 64))['params']
@@ -113,6 +116,7 @@ def test_swin_t_64_param_shapes():
   assert shapes['head']['kernel'].shape == (768, 10)
 
 
+@pytest.mark.slow
 def test_other_input_sizes_and_table_crop():
   # Built for 32 px (stage maps 8, 4; windows 2, 2). At 8 px the maps are
   # 2 and 1: the last stage's window shrinks to 1, a crop of its table.
@@ -148,6 +152,7 @@ def _random_state_dict(model, size):
   return flat, params
 
 
+@pytest.mark.slow
 def test_convert_roundtrip_and_official_layout():
   model = swin.SwinTiny(num_classes=3)
   sd, params = _random_state_dict(model, 32)
@@ -185,6 +190,7 @@ def test_convert_errors_name_the_key():
   timm_swin.from_timm(sd, swin.SwinTiny())
 
 
+@pytest.mark.slow
 def test_convert_resizes_table():
   big = swin.SwinTiny(window_size=4, img_size=64)   # windows 4, 4
   small = swin.SwinTiny(window_size=4, img_size=16)  # windows 4, 2
@@ -244,10 +250,12 @@ def _timm_parity(img_size, batch, **kwargs):
   return ref
 
 
+@pytest.mark.slow
 def test_timm_parity_224():
   _timm_parity(224, batch=1)
 
 
+@pytest.mark.slow
 def test_timm_parity_64():
   # timm clamps windows per stage like swin.window_and_shift: 7, 7, 4, 2
   # (maps 16, 8, 4, 2; the first two padded to 21 and 14).
@@ -258,6 +266,7 @@ def test_timm_parity_64():
   assert shifts == [s for _, s in swin.stage_windows(64, 4, 4, 7)]
 
 
+@pytest.mark.slow
 def test_timm_table_resize_matches_checkpoint_filter():
   torch, timm = _import_timm()
   # pylint: disable-next=g-import-not-at-top

@@ -50,6 +50,7 @@ def test_train_and_evaluate_writes_results(small_rsscn7, tmp_path):
   assert set(np.unique(v)) == {-1.0, 1.0}     # DCC ran: V is a +-1 bank.
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(small_rsscn7, tmp_path,
                                                 monkeypatch):
   config = _config(small_rsscn7)
@@ -82,6 +83,7 @@ def test_resume_after_kill_equals_uninterrupted(small_rsscn7, tmp_path,
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_step_and_checkpoint(small_rsscn7, tmp_path):
   config = _config(small_rsscn7, **{'loss.gamma': float('nan')})
   with pytest.raises(train.NonFiniteLossError, match='at step 1.*none'):
@@ -107,6 +109,7 @@ def _cli(*args):
     (['--config.data.name=folder', '--config.data.root=/does/not/exist'],
      '/does/not/exist'),
 ])
+@pytest.mark.slow
 def test_cli_errors_name_the_problem(args, message, tmp_path):
   out = _cli('--config=configs/ahcl.py:runlocal', f'--workdir={tmp_path}',
              *args)
@@ -132,6 +135,7 @@ def test_config_arg_string():
     ahcl_config.get_config('bitz=3')
 
 
+@pytest.mark.slow
 def test_dgssh_swin_runs_end_to_end(small_rsscn7, tmp_path, monkeypatch):
   from configs import dgssh as dgssh_config
   c = dgssh_config.get_config('runlocal,bits=16')
@@ -191,6 +195,7 @@ def test_class_balanced_order():
     sampling.class_balanced_order(sample, labels[sample], 32, 5, 0, 3)
 
 
+@pytest.mark.slow
 def test_dgssh_released_with_class_balanced_batches(small_rsscn7, tmp_path):
   """The released variant's loss and timm schedule run in the jitted step;
   the class-balanced sampler feeds it."""
