@@ -17,17 +17,13 @@ import jax.numpy as jnp
 
 from hashjax.losses import pairwise
 from hashjax.losses import similarity
-from hashjax.methods import _bank
-
-# The bank hooks are shared with DGSSH (hashjax/methods/_bank.py): V, U, r;
-# U rows written in the step (§1.6); r per round (§1.4); one DCC sweep per
-# round (§1.7). make_model: the default encoder -> tanh hash + classifier.
-DATABASE_CODES = _bank.DATABASE_CODES
-init_state = _bank.init_state
-update_state = _bank.update_state
-start_round = _bank.start_round
-end_round = _bank.end_round
-database_codes = _bank.database_codes
+# The learned database codes, shared with DGSSH (hashjax/methods/_bank.py):
+# V, U, r; U rows written in the step (§1.6); r per round (§1.4); one DCC
+# sweep per round (§1.7). make_model: the default encoder -> tanh hash +
+# classifier.
+from hashjax.methods._bank import (  # pylint: disable=unused-import
+    DATABASE_CODES, database_codes, end_round, init_state, start_round,
+    update_state)
 
 
 def loss_fn(outputs, batch, state, hp):

@@ -35,14 +35,10 @@ import jax.numpy as jnp
 from hashjax.losses import metric
 from hashjax.losses import pairwise
 from hashjax.losses import similarity
-from hashjax.methods import _bank
-
-DATABASE_CODES = _bank.DATABASE_CODES
-init_state = _bank.init_state
-update_state = _bank.update_state
-start_round = _bank.start_round
-end_round = _bank.end_round
-database_codes = _bank.database_codes
+# The learned database codes V and their DCC update: AHCL's.
+from hashjax.methods._bank import (  # pylint: disable=unused-import
+    DATABASE_CODES, database_codes, end_round, init_state, start_round,
+    update_state)
 
 
 def _embedding(outputs, space):
