@@ -26,6 +26,7 @@ def run(config, workdir):
   """Features -> fit -> codes -> metrics, results.json, pr_curve.png."""
   method = methods.get(config.method)
   t_start = time.time()
+  workdir_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
   workdir_lib.check_config(workdir, config)
   mesh = parallel.make_mesh()

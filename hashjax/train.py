@@ -148,6 +148,7 @@ def run(config, workdir, trace=None):
   on different device counts.
   """
   t_start = time.time()
+  workdir_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
   workdir_lib.check_config(workdir, config)
   mesh = parallel.make_mesh()

@@ -36,16 +36,56 @@ def _config_json(config):
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+# Keys that cannot change a run's result: they may differ on resume.
+RESUME_MAY_CHANGE = ('train.log_every', 'train.checkpoint_every',
+                     'train.keep_checkpoints', 'input.eval_batch_size',
+                     'input.prefetch')
+
+
+def _flat(tree, prefix=''):
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f'{prefix}{k}.' if isinstance(v, dict) else
+                     f'{prefix}{k}'))
+  return out
+
+
+def config_differences(saved, current):
+  """Dotted keys whose values differ, e.g. ['bits', 'loss.lam']."""
+  a, b = _flat(saved), _flat(current)
+  return sorted(k for k in set(a) | set(b)
+                if a.get(k) != b.get(k) and k not in RESUME_MAY_CHANGE)
+
+
+_POSITIVE = ('bits', 'input.batch_size', 'input.eval_batch_size',
+             'input.image_size', 'train.epochs_per_round', 'train.log_every',
+             'train.checkpoint_every', 'train.keep_checkpoints')
+_NON_NEGATIVE = ('train.rounds', 'train.samples_per_round')
+
+
+def validate(config):
+  """Raises ValueError naming a config value no run can use (e.g. bits=0),
+  before anything is loaded or written."""
+  flat = _flat(_config_json(config))
+  for key in _POSITIVE + _NON_NEGATIVE:
+    if key not in flat:
+      continue
+    value, low = flat[key], 1 if key in _POSITIVE else 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise ValueError(
+          f'config: {key} must be an integer >= {low}, got {value!r} '
+          f'(set --config.{key}=...).')
+
+
 def check_config(workdir, config):
   """Refuses to resume a run in `workdir` with another config."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
-  saved = read_json(path)
-  current = _config_json(config)
-  if saved != current:
-    diff = sorted(k for k in set(saved) | set(current)
-                  if saved.get(k) != current.get(k))
+  diff = config_differences(read_json(path), _config_json(config))
+  if diff:
     raise ValueError(
         f'Workdir {workdir!r} holds a run with a different config '
         f'(differs in: {", ".join(diff)}). Use another --workdir, or delete '

@@ -119,3 +119,9 @@ def test_view_features_are_cached_separately(small_rsscn7, tmp_path):
   np.testing.assert_array_equal(again, f1)
   with pytest.raises(ValueError, match='another view'):
     features.cached_features(c, image_set, mesh, str(tmp_path), source=1)
+
+
+def test_itq_smoke_config_fits_the_tiny_encoder():
+  """The tiny smoke encoder has 16 features: PCA keeps at most 16 bits."""
+  assert itq_config.get_config('runlocal').bits == 16
+  assert itq_config.get_config().bits == 64

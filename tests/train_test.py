@@ -90,12 +90,28 @@ def test_nan_loss_stops_with_step_and_checkpoint(small_rsscn7, tmp_path):
     train.run(config, str(tmp_path))
 
 
+@pytest.mark.parametrize('key, value', [('bits', 0), ('bits', -8),
+                                        ('input.batch_size', 0)])
+def test_unusable_values_are_refused_before_anything_runs(
+    key, value, small_rsscn7, tmp_path):
+  with pytest.raises(ValueError, match=rf'config: {key} must be an integer'):
+    train.run(_config(small_rsscn7, **{key: value}), str(tmp_path / 'w'))
+  assert not (tmp_path / 'w').exists()
+
+
 def test_workdir_refuses_a_different_config(small_rsscn7, tmp_path):
   workdir_lib.check_config(str(tmp_path), _config(small_rsscn7))  # none yet
   workdir_lib.write_config(str(tmp_path), _config(small_rsscn7))
   workdir_lib.check_config(str(tmp_path), _config(small_rsscn7))
   with pytest.raises(ValueError, match='differs in: bits'):
     workdir_lib.check_config(str(tmp_path), _config(small_rsscn7, bits=32))
+  with pytest.raises(ValueError, match=r'differs in: loss\.gamma, loss\.lam\)'):
+    workdir_lib.check_config(str(tmp_path), _config(
+        small_rsscn7, **{'loss.lam': 1.0, 'loss.gamma': 2.0}))
+  # Logging and checkpoint cadence cannot change the result: a resume may
+  # change them.
+  workdir_lib.check_config(str(tmp_path), _config(
+      small_rsscn7, **{'train.log_every': 1, 'input.eval_batch_size': 7}))
 
 
 def _cli(*args):
