@@ -49,6 +49,16 @@ def _config_root_on_path(argv):
         sys.path.insert(0, root)
 
 
+def _failing_override(argv, msg):
+  """' in --config.a.b=v' for the override whose key the message names."""
+  for arg in argv:
+    if arg.startswith('--config.'):
+      keys = arg[len('--config.'):].split('=', 1)[0].split('.')
+      if any(f"'{k}'" in msg or f'"{k}"' in msg for k in keys):
+        return f' in {arg}'
+  return ''
+
+
 def _parse_flags(argv):
   """absl flag parsing with one-line errors for bad config keys/values."""
   _config_root_on_path(argv)
@@ -56,8 +66,9 @@ def _parse_flags(argv):
     return flags.FLAGS(argv)
   except (AttributeError, KeyError, TypeError, ValueError,
           flags.Error) as e:
-    msg = str(e).strip('\'"').replace('\\n', ' ')
-    sys.exit(f'hashjax: configuration error: {msg}')
+    msg = str(e).strip('\'"').replace('\\n', ' ').replace("\\'", "'")
+    where = _failing_override(argv, msg)
+    sys.exit(f'hashjax: configuration error{where}: {msg}')
 
 
 def main(argv):

@@ -124,6 +124,9 @@ def _cli(*args):
     (['--config.bits=abc'], 'bits'),
     (['--config.data.name=folder', '--config.data.root=/does/not/exist'],
      '/does/not/exist'),
+    (['--config.loss.lamda=1'],
+     'in --config.loss.lamda=1: \'lamda\' Did you mean "lam"'),
+    (['--config.data.name=rsscn7'], 'Did you mean rsscn7_64'),
 ])
 @pytest.mark.slow
 def test_cli_errors_name_the_problem(args, message, tmp_path):

@@ -66,6 +66,14 @@ def load(data_config):
       raise ValueError('data.name=folder needs --config.data.root=PATH '
                        '(a folder of <class>/<image> files).')
     return from_folder(c.root, c.skip_bad_images)
-  return tfds_export.from_tfds(c.name, c.tfds_split, c.data_dir, c.download,
-                               c.cache_dir, c.skip_bad_images,
-                               c.get('image_key', 'image'))
+  try:
+    return tfds_export.from_tfds(c.name, c.tfds_split, c.data_dir, c.download,
+                                 c.cache_dir, c.skip_bad_images,
+                                 c.get('image_key', 'image'))
+  except tfds_export.UnknownDatasetError as e:
+    close = tfds_export.close_names(c.name, extra=BUNDLED)
+    hint = f' Did you mean {", ".join(close)}?' if close else ''
+    raise ValueError(
+        f'Unknown data.name {c.name!r}: not bundled ({", ".join(BUNDLED)}) '
+        f'and not a TFDS dataset.{hint} For a folder of images use '
+        '--config.data.name=folder --config.data.root=PATH.') from e

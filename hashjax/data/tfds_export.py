@@ -15,6 +15,22 @@ import numpy as np
 from hashjax.data import image_set as image_set_lib
 
 
+class UnknownDatasetError(ValueError):
+  """A data.name that is no TFDS dataset; `close` lists similar names."""
+
+  def __init__(self, name, close):
+    super().__init__(f'Unknown TFDS dataset {name!r}.')
+    self.name, self.close = name, list(close)
+
+
+def close_names(name, extra=()):
+  """Up to 5 registered TFDS names (and `extra`) close to `name`."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  names = list(extra) + [n for n in tfds.list_builders()]
+  return difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+
+
 def _default_cache():
   return pathlib.Path(os.environ.get(
       'HASHJAX_DATA_DIR', pathlib.Path.home() / '.cache' / 'hashjax' /
@@ -67,9 +83,7 @@ def _export_tfds(name, split, data_dir, download, cache, image_key='image'):
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(f'Unknown TFDS dataset {name!r} ({e}). For a folder of '
-                     'images use --config.data.name=folder '
-                     '--config.data.root=PATH.') from e
+    raise UnknownDatasetError(name, close_names(name)) from e
   if download:
     builder.download_and_prepare()
   elif not builder.is_prepared():
