@@ -24,10 +24,15 @@ from hashjax.evaluation import evaluator
 
 def run(config, workdir):
   """Features -> fit -> codes -> metrics, results.json, pr_curve.png."""
-  method = methods.get(config.method)
-  t_start = time.time()
   workdir_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.writer_lock(workdir):
+    return _run(config, workdir)
+
+
+def _run(config, workdir):
+  method = methods.get(config.method)
+  t_start = time.time()
   workdir_lib.check_config(workdir, config)
   mesh = parallel.make_mesh()
   image_set = sources.load(config.data)

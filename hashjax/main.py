@@ -80,6 +80,7 @@ def main(argv):
   from hashjax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize_distributed()
   from hashjax import fit  # pylint: disable=g-import-not-at-top
+  from hashjax import locking  # pylint: disable=g-import-not-at-top
   from hashjax import methods  # pylint: disable=g-import-not-at-top
   from hashjax import train  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
@@ -94,7 +95,8 @@ def main(argv):
       fit.run(config, workdir)
     else:
       train.run(config, workdir)
-  except (ValueError, FileNotFoundError, train.NonFiniteLossError) as e:
+  except (ValueError, FileNotFoundError, train.NonFiniteLossError,
+          locking.LockedError) as e:
     sys.exit(f'hashjax: error: {e}')
 
 

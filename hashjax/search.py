@@ -39,6 +39,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from hashjax import locking
 from hashjax.archive import report
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
@@ -70,7 +71,8 @@ def _database(run):
                                 db['labels'], list(run.class_names))
 
 
-def build(workdir, out, images=None, append=False, tfds_data_dir=''):
+def build(workdir, out, images=None, append=False, tfds_data_dir='',
+          allow_other_network=False):
   """Writes (or extends) an index; returns the Index."""
   from hashjax import restore  # pylint: disable=g-import-not-at-top
   from hashjax.archive import index  # pylint: disable=g-import-not-at-top
@@ -94,7 +96,8 @@ def build(workdir, out, images=None, append=False, tfds_data_dir=''):
                         image_set.class_names)
   if append:
     return index.append(out, c, ids, labels=labels, source=source,
-                        class_names=names)
+                        class_names=names,
+                        allow_other_network=allow_other_network)
   index.save(out, c, ids, labels=labels, class_names=names, source=source)
   return index.load(out, verify=False)   # just written
 
@@ -189,10 +192,12 @@ def main(argv):
       if not _WORKDIR.value:
         sys.exit('hashjax.search: building an index needs --workdir=RUN.')
       idx = build(_WORKDIR.value, _OUT.value, _IMAGES.value, _APPEND.value,
-                  _TFDS_DATA_DIR.value)
+                  _TFDS_DATA_DIR.value, _ALLOW_OTHER.value)
       print(f'index {_OUT.value}: {len(idx):,} codes of {idx.bits} bits '
             f'from {idx.source.get("workdir")}')
       return
+    if _REPORT.value:
+      report.check_report_path(_REPORT.value)
     if not (_INDEX.value and _QUERY.value):
       sys.exit('hashjax.search: give --index=FILE --query=IMAGE|DIR|LIST to '
                'search, or --workdir=RUN --out=FILE to build an index.')
@@ -206,7 +211,7 @@ def main(argv):
     if _REPORT.value:
       report.write_report(_REPORT.value, idx, paths, q_labels, dist, ids)
       print(f'report: {_REPORT.value}')
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, locking.LockedError) as e:
     sys.exit(f'hashjax.search: error: {e}')
 
 
@@ -214,7 +219,7 @@ def _define_flags():
   """The command's flags, defined only when run as a program (so importing
   hashjax.search next to hashjax.convert defines no flag twice)."""
   global _INDEX, _QUERY, _K, _REPORT, _WORKDIR, _OUT, _IMAGES, _APPEND  # pylint: disable=global-statement
-  global _TFDS_DATA_DIR  # pylint: disable=global-statement
+  global _TFDS_DATA_DIR, _ALLOW_OTHER  # pylint: disable=global-statement
   _INDEX = flags.DEFINE_string('index', None, 'Index file to search.')
   _QUERY = flags.DEFINE_string(
       'query', None, 'An image, a folder of images, or a .txt list of paths.')
@@ -232,6 +237,10 @@ def _define_flags():
       'tfds_data_dir', '', 'TFDS data_dir for --images=tfds:NAME.')
   _APPEND = flags.DEFINE_bool('append', False,
                               'Build: add to the existing --out index.')
+  _ALLOW_OTHER = flags.DEFINE_bool(
+      'allow_other_network', False,
+      '--append: accept codes of another run or checkpoint step than the '
+      "index's (their distances to the old codes are meaningless).")
 
 
 if __name__ == '__main__':

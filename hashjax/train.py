@@ -147,9 +147,14 @@ def run(config, workdir, trace=None):
   TrainState) and 'train_step' (the jitted step): for tests comparing runs
   on different device counts.
   """
-  t_start = time.time()
   workdir_lib.validate(config)
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lib.writer_lock(workdir):
+    return _run(config, workdir, trace)
+
+
+def _run(config, workdir, trace):
+  t_start = time.time()
   workdir_lib.check_config(workdir, config)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)

@@ -11,6 +11,7 @@
 
 Written by process 0 only. Nothing here knows which method runs.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -19,7 +20,17 @@ import jax
 import ml_collections
 import numpy as np
 
+from hashjax import locking
+
 RUN_FORMAT = 'hashjax-run-v1'
+
+
+def writer_lock(workdir):
+  """Held by the run writing `workdir` (process 0): a second training or
+  fitting in the same workdir is refused, naming the first."""
+  if jax.process_index() != 0:
+    return contextlib.nullcontext()
+  return locking.hold(os.path.join(workdir, 'writer'), 'The workdir')
 
 
 def commit():

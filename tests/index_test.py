@@ -52,12 +52,13 @@ def test_append_keeps_old_codes(tmp_path):
   path, c, ids, lab = _write(tmp_path)
   before = open(path, 'rb').read()
   new = codes_lib.binarize(np.random.default_rng(1).normal(size=(5, 64)))
+  same = {'workdir': '/runs/x', 'step': 280, 'images': '/new'}
   idx = index.append(path, new, [f'new/{k}.jpg' for k in range(5)],
-                     labels=np.eye(3)[[0, 1, 2, 0, 1]], source={'step': 300})
+                     labels=np.eye(3)[[0, 1, 2, 0, 1]], source=same)
   assert len(idx) == 45 and idx.ids[-1] == 'new/4.jpg'
   np.testing.assert_array_equal(idx.codes()[:40], c)
   np.testing.assert_array_equal(idx.codes()[40:], new)
-  assert idx.source['appended'] == [{'step': 300}]
+  assert idx.source['appended'] == [same]
   old_packed = index.pack(c).tobytes()
   assert old_packed in before and old_packed in open(path, 'rb').read()
   with pytest.raises(ValueError, match='already in'):
@@ -92,6 +93,46 @@ def test_bad_files_are_clear_errors(tmp_path):
   bad(bytes(header), 'corrupt header')
   with pytest.raises(FileNotFoundError, match='No index'):
     index.load(str(tmp_path / 'missing.hjidx'))
+
+
+def test_header_damage_that_keeps_the_json_valid_is_detected(tmp_path):
+  """One changed byte in an id is still valid JSON: the header checksum
+  catches it (the codes' checksum does not cover the header)."""
+  path, _, _, _ = _write(tmp_path)
+  data = open(path, 'rb').read()
+  at = data.index(b'cls1/img001.jpg')
+  damaged = data[:at] + b'cls2' + data[at + 4:]
+  p = tmp_path / 'damaged.hjidx'
+  p.write_bytes(damaged)
+  with pytest.raises(index.BadIndexError, match='header .* checksum'):
+    index.load(str(p), verify=False)
+
+
+def test_append_refuses_codes_of_another_network(tmp_path):
+  path, _, _, _ = _write(tmp_path)     # /runs/x at step 280
+  new = codes_lib.binarize(np.random.default_rng(3).normal(size=(1, 64)))
+  for other in ({'workdir': '/runs/y', 'step': 280},
+                {'workdir': '/runs/x', 'step': 200}):
+    with pytest.raises(ValueError, match='not comparable'):
+      index.append(path, new, ['o.jpg'], labels=np.eye(3)[[0]], source=other)
+  idx = index.append(path, new, ['o.jpg'], labels=np.eye(3)[[0]],
+                     source={'workdir': '/runs/y', 'step': 1},
+                     allow_other_network=True)
+  assert len(idx) == 41
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+  from hashjax import locking  # pylint: disable=g-import-not-at-top
+  path, c, ids, _ = _write(tmp_path)
+  with locking.hold(path, 'The index'):
+    with pytest.raises(locking.LockedError, match=r'being written by pid'):
+      index.append(path, c[:1], ['z.jpg'], labels=np.eye(3)[[0]],
+                   source={'workdir': '/runs/x', 'step': 280})
+    with pytest.raises(locking.LockedError):
+      index.save(path, c, ids)
+  # Released when the holder is done: the append now goes through.
+  assert len(index.append(path, c[:1], ['z.jpg'], labels=np.eye(3)[[0]],
+                          source={'workdir': '/runs/x', 'step': 280})) == 41
 
 
 def test_append_maps_labels_by_class_name(tmp_path):

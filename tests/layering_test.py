@@ -2,7 +2,7 @@
 the test fails on an import cycle or an import that runs upward.
 
 Layers, bottom to top (a module may import its own layer or lower ones):
-  0 core       codes, state, parallel
+  0 core       codes, state, parallel, locking
   1 blocks     losses/, solvers/, data/, models/, optim, checkpoint, workdir
   2 shared     inference, features, evaluation/, archive/
   3 methods    methods/
@@ -18,7 +18,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'hashjax'
 
 LAYERS = {
-    'codes': 0, 'state': 0, 'parallel': 0,
+    'codes': 0, 'state': 0, 'parallel': 0, 'locking': 0,
     'losses': 1, 'solvers': 1, 'data': 1, 'models': 1, 'optim': 1,
     'checkpoint': 1, 'workdir': 1,
     'inference': 2, 'features': 2, 'evaluation': 2, 'archive': 2,

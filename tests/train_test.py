@@ -99,6 +99,14 @@ def test_unusable_values_are_refused_before_anything_runs(
   assert not (tmp_path / 'w').exists()
 
 
+def test_a_second_training_in_the_workdir_is_refused(small_rsscn7, tmp_path):
+  from hashjax import locking  # pylint: disable=g-import-not-at-top
+  with workdir_lib.writer_lock(str(tmp_path)):
+    with pytest.raises(locking.LockedError, match='workdir .* being written'):
+      train.run(_config(small_rsscn7), str(tmp_path))
+  assert not (tmp_path / 'config.json').exists()
+
+
 def test_workdir_refuses_a_different_config(small_rsscn7, tmp_path):
   workdir_lib.check_config(str(tmp_path), _config(small_rsscn7))  # none yet
   workdir_lib.write_config(str(tmp_path), _config(small_rsscn7))

@@ -12,9 +12,11 @@ File layout (little-endian):
                of word j // 32, set where the ±1 code is +1
 
 `load` memory-maps the codes (nothing is read until searched) and checks
-the file size, the version and (unless verify=False) the SHA-256 of the
-codes, so a truncated, corrupt or foreign file is a clear error. `append`
-adds new codes after the old ones without re-encoding them.
+the file size, the version, the SHA-256 of the header and (unless
+verify=False) the SHA-256 of the codes, so a truncated, corrupt or foreign
+file is a clear error. `append` adds new codes after the old ones without
+re-encoding them, and refuses codes of another run or checkpoint unless
+asked. Writers hold `<file>.lock` (hashjax/locking.py): one at a time.
 """
 import hashlib
 import json
@@ -22,6 +24,8 @@ import os
 import struct
 
 import numpy as np
+
+from hashjax import locking
 
 MAGIC = b'HASHJAXI'
 FORMAT_VERSION = 1
@@ -64,6 +68,11 @@ def _sha256(array):
   return h.hexdigest()
 
 
+def _header_sha256(header):
+  rest = {k: v for k, v in header.items() if k != 'header_sha256'}
+  return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
 def save(path, codes, ids, *, labels=None, class_names=None, source=None,
          packed=None, bits=None):
   """Writes an index of `codes` ([N, bits] ±1) or `packed` (+ `bits`).
@@ -80,6 +89,12 @@ def save(path, codes, ids, *, labels=None, class_names=None, source=None,
   Returns:
     The header dict written.
   """
+  with locking.hold(path, 'The index'):
+    return _write(path, codes, ids, labels=labels, class_names=class_names,
+                  source=source, packed=packed, bits=bits)
+
+
+def _write(path, codes, ids, *, labels, class_names, source, packed, bits):
   if packed is None:
     codes = np.asarray(codes)
     bits = codes.shape[1]
@@ -101,11 +116,12 @@ def save(path, codes, ids, *, labels=None, class_names=None, source=None,
       labels=None if labels is None else labels.astype(int).tolist(),
       class_names=None if class_names is None else list(class_names),
       source=source or {}, codes_sha256=_sha256(packed))
+  header['header_sha256'] = _header_sha256(header)
   blob = json.dumps(header).encode()
   start = _PREFIX.size + len(blob)
   pad = (-start) % _ALIGN
   blob += b' ' * pad
-  tmp = f'{path}.tmp'
+  tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'wb') as f:
     f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
     f.write(blob)
@@ -168,6 +184,12 @@ def load(path, verify=True):
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise BadIndexError(f'{path!r} has a corrupt header ({e}). Rebuild it.') \
         from e
+  # Files written before the header checksum existed have none.
+  if ('header_sha256' in header and
+      _header_sha256(header) != header['header_sha256']):
+    raise BadIndexError(f'{path!r}: the header (ids, labels, source) does '
+                        'not match its checksum (the file is corrupt). '
+                        'Rebuild it.')
   offset = _PREFIX.size + header_len
   want = offset + header['count'] * header['words'] * 4
   if size != want:
@@ -185,12 +207,37 @@ def load(path, verify=True):
   return Index(path, header, packed)
 
 
-def append(path, codes, ids, labels=None, source=None, class_names=None):
+def _same_network(old, new):
+  """The codes' run and checkpoint step, for an append's check."""
+  keys = ('workdir', 'step')
+  return all(old.get(k) == new.get(k) for k in keys)
+
+
+def append(path, codes, ids, labels=None, source=None, class_names=None,
+           allow_other_network=False):
   """Adds `codes` ([M, bits] ±1) with `ids` (and `labels` if the index has
   labels) after the existing codes; the old codes are copied, not
   re-encoded. `class_names`, if given, names the columns of `labels`; they
-  are mapped onto the index's classes. Returns the new Index."""
+  are mapped onto the index's classes. Codes of another run or checkpoint
+  step than the index's (their `source`) are refused unless
+  `allow_other_network`: their distances to the old codes mean nothing.
+  Returns the new Index."""
+  with locking.hold(path, 'The index'):
+    return _append(path, codes, ids, labels, source, class_names,
+                   allow_other_network)
+
+
+def _append(path, codes, ids, labels, source, class_names,
+            allow_other_network):
   old = load(path)
+  if (source and not allow_other_network and
+      not _same_network(old.source, source)):
+    raise ValueError(
+        f'{path!r} holds codes of {old.source.get("workdir")!r} at step '
+        f'{old.source.get("step")}; the new codes come from '
+        f'{source.get("workdir")!r} at step {source.get("step")}. Codes of '
+        'different networks are not comparable: build a new index, or pass '
+        '--allow_other_network if you really mean it.')
   if (labels is not None and class_names is not None
       and old.labels is not None):
     labels = _remap_labels(np.asarray(labels), list(class_names),
@@ -213,9 +260,9 @@ def append(path, codes, ids, labels=None, source=None, class_names=None):
   src = dict(old.source)
   if source:
     src.setdefault('appended', []).append(source)
-  save(path, None, list(old.ids) + [str(i) for i in ids],
-       labels=merged_labels, class_names=old.class_names, source=src,
-       packed=packed, bits=old.bits)
+  _write(path, None, list(old.ids) + [str(i) for i in ids],
+         labels=merged_labels, class_names=old.class_names, source=src,
+         packed=packed, bits=old.bits)
   return load(path, verify=False)   # just written from checked codes
 
 

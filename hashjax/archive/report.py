@@ -46,8 +46,19 @@ def _thumb_uri(path, size=96):
   return 'data:image/png;base64,' + base64.b64encode(buf.getvalue()).decode()
 
 
+REPORT_SUFFIXES = ('.html', '.htm', '.png')
+
+
+def check_report_path(path):
+  """Raises ValueError unless `path` ends in .html, .htm or .png."""
+  if not str(path).lower().endswith(REPORT_SUFFIXES):
+    raise ValueError(f'--report={path}: a report is .html (self-contained '
+                     'page) or .png (thumbnail grid); name the file so.')
+
+
 def write_report(path, idx, paths, q_labels, dist, ids):
   """A self-contained .html (thumbnails inlined) or a .png grid."""
+  check_report_path(path)
   if path.lower().endswith('.png'):
     return _report_png(path, idx, paths, q_labels, dist, ids)
   rows = []
