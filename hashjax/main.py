@@ -13,6 +13,7 @@ _PROCESS_ID); see hashjax/parallel.py and launch/.
 import hashlib
 import os
 import sys
+import traceback
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
@@ -97,7 +98,24 @@ def main(argv):
       train.run(config, workdir)
   except (ValueError, FileNotFoundError, train.NonFiniteLossError,
           locking.LockedError) as e:
-    sys.exit(f'hashjax: error: {e}')
+    _exit(f'hashjax: error: {e}', 1)
+  except KeyboardInterrupt:
+    # train.run has finished any in-flight checkpoint before this point.
+    _exit('hashjax: interrupted. Checkpoints in the workdir are complete; '
+          'rerun the same command to resume.', 130)
+  except Exception:  # pylint: disable=broad-except
+    # E.g. a tf.data error: print it, then end the process at once, since
+    # the input pipeline's clean-up can otherwise hang at exit.
+    traceback.print_exc()
+    _exit('hashjax: error: the run failed (traceback above).', 1)
+
+
+def _exit(message, code):
+  """Prints one line and ends the process now: background threads (the
+  input pipeline, checkpoint writers) cannot hang or print at exit."""
+  print(message, file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  os._exit(code)  # pylint: disable=protected-access
 
 
 if __name__ == '__main__':

@@ -8,9 +8,11 @@ import tensorflow as tf
 
 from hashjax.data import input_pipeline
 from hashjax.data import protocols
+from hashjax.data import image_set as image_set_lib
 from hashjax.data import pairing
 from hashjax.data import sources
 from hashjax.data import tfds_export
+from tests.conftest import REPO
 
 
 def _copy(small_rsscn7, tmp_path, classes=None):
@@ -44,6 +46,27 @@ def test_corrupt_and_truncated_images_named(small_rsscn7, tmp_path):
   s = sources.from_folder(root, skip_bad_images=True)
   assert len(s) == 139 and len(s.skipped) == 2
   assert not any(n.endswith(('broken.jpg', 'b001.jpg')) for n in s.names)
+
+
+def test_a_jpeg_pillow_reads_but_tensorflow_rejects_is_found(small_rsscn7,
+                                                             tmp_path):
+  """tests/data/pil_ok_tf_bad.jpg (a fuzzed bundled scene: a marker in the
+  scan data) decodes in Pillow, not in TensorFlow, which training uses: the
+  up-front check must use the training decoder."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  bad = REPO / 'tests' / 'data' / 'pil_ok_tf_bad.jpg'
+  with Image.open(bad) as im:
+    im.load()                                 # Pillow: fine
+  root = _copy(small_rsscn7, tmp_path)
+  shutil.copy(bad, root / 'cIndustry' / 'fuzzed.jpg')
+  with pytest.raises(ValueError, match=r'fuzzed\.jpg: jpeg::Uncompress'):
+    sources.from_folder(root)
+  s = sources.from_folder(root, skip_bad_images=True)
+  assert len(s) == 140 and s.skipped == [
+      s.skipped[0]] and 'cIndustry/fuzzed.jpg' in s.skipped[0]
+  with pytest.raises(ValueError, match='Fix or remove them.$'):
+    image_set_lib.check_decodable([str(root / 'cIndustry' / 'fuzzed.jpg')])
 
 
 @pytest.mark.parametrize('case', ['missing', 'empty_class', 'one_class',

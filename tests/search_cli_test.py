@@ -114,8 +114,8 @@ def test_search_with_the_training_data_moved_away(config_arg, small_rsscn7,
   opened = []
   real_open = image_set_lib.validate
   monkeypatch.setattr(image_set_lib, 'validate',
-                      lambda paths, *a: opened.extend(paths) or
-                      real_open(paths, *a))
+                      lambda paths, *a, **kw: opened.extend(paths) or
+                      real_open(paths, *a, **kw))
   import hashjax.data.sources as sources_mod  # pylint: disable=g-import-not-at-top
   def no_load(*unused):
     raise AssertionError('the training data was loaded')

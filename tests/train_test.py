@@ -234,3 +234,32 @@ def test_dgssh_released_with_class_balanced_batches(small_rsscn7, tmp_path):
   c.eval.topk = (10,)
   results = train.run(c, str(tmp_path))
   assert results['steps'] == 8 and 0.0 < results['metrics']['map@all'] <= 1.0
+
+
+@pytest.mark.slow
+def test_ctrl_c_prints_one_line_and_resume_works(small_rsscn7, tmp_path):
+  """SIGINT mid-run: exit 130 with one line and no traceback, every
+  checkpoint complete; the same command then resumes and finishes."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  args = [sys.executable, '-m', 'hashjax.main',
+          '--config=configs/ahcl.py:runlocal', '--config.data.name=folder',
+          f'--config.data.root={small_rsscn7}',
+          '--config.train.checkpoint_every=2', '--config.eval.topk=(10,)',
+          f'--workdir={tmp_path}']
+  proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 600
+  while not (tmp_path / 'checkpoints' / '2').is_dir():
+    assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err
+  assert 'Traceback' not in err and 'interrupted' in err.splitlines()[-1]
+  assert len([l for l in err.splitlines() if l.strip()]) <= 3, err
+  again = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+  assert again.returncode == 0, again.stderr
+  assert 'Resuming from the checkpoint at step' in again.stdout
+  assert json.loads((tmp_path / 'results.json').read_text())['steps'] == 8

@@ -40,12 +40,25 @@ class ImageSet:
 
 
 def _check_image(path):
-  """Fully decodes one image; returns None or the error text."""
+  """Fully decodes one image with the decoder training uses
+  (hashjax/data/input_pipeline.py: TensorFlow for JPEG/PNG/GIF/BMP, Pillow
+  for TIFF): Pillow accepts some damaged JPEGs that TensorFlow rejects.
+  Returns None or the error text."""
   try:
-    with Image.open(path) as im:
-      im.load()
-      if im.width < 1 or im.height < 1:
-        return 'empty image'
+    if str(path).lower().endswith(('.tif', '.tiff')):
+      with Image.open(path) as im:
+        im = im.convert('RGB')
+        shape = (im.height, im.width)
+    else:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      try:
+        shape = tuple(tf.io.decode_image(
+            tf.io.read_file(str(path)), channels=3,
+            expand_animations=False).shape[:2])
+      except tf.errors.OpError as e:
+        return e.message.split(' [Op:')[0].split('}} ')[-1]
+    if min(shape) < 1:
+      return 'empty image'
   except Exception as e:  # pylint: disable=broad-except
     return f'{type(e).__name__}: {e}'
   return None
@@ -54,10 +67,15 @@ def _check_image(path):
 def check_decodable(paths, what='the query'):
   """Raises ValueError naming every file of `paths` that does not decode."""
   validate(list(paths), list(paths), np.zeros((len(paths), 1), np.float32),
-            False, what)
+           False, what, hint='Fix or remove them.')
 
 
-def validate(paths, names, labels, skip_bad, what):
+_SKIP_HINT = ('Fix or remove them, or pass --config.data.skip_bad_images=True '
+              'to skip them (they are then counted and listed in the run '
+              'summary).')
+
+
+def validate(paths, names, labels, skip_bad, what, hint=_SKIP_HINT):
   """Decodes every image; raises on the first bad ones unless skip_bad."""
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
     errors = list(pool.map(_check_image, paths))
@@ -67,8 +85,7 @@ def validate(paths, names, labels, skip_bad, what):
     more = f'\n  ... and {len(bad) - 10} more' if len(bad) > 10 else ''
     raise ValueError(
         f'{len(bad)} unreadable image(s) in {what}:\n{listed}{more}\n'
-        'Fix or remove them, or pass --config.data.skip_bad_images=True to '
-        'skip them (they are then counted and listed in the run summary).')
+        f'{hint}')
   keep = np.setdiff1d(np.arange(len(paths)), bad)
   skipped = [f'{names[i]}: {errors[i]}' for i in bad]
   return ([paths[i] for i in keep], [names[i] for i in keep],
