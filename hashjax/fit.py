@@ -43,6 +43,9 @@ def _run(config, workdir):
         f'{config.model.encoder} features, data {config.data.name} '
         f'({len(splits["train"])} train/database, {len(splits["query"])} '
         f'query)\nworkdir: {workdir}', flush=True)
+  if image_set.skipped:
+    print(f'Skipped {len(image_set.skipped)} unreadable image(s) '
+          '(data.skip_bad_images=True); listed in results.json.', flush=True)
   t0 = time.time()
   features, cached = features_lib.cached_features(config, image_set, mesh,
                                                   workdir)
@@ -65,6 +68,7 @@ def _run(config, workdir):
       features_cached=cached, feature_seconds=round(t_features, 1),
       fit_seconds=round(t_fit, 1), eval_seconds=round(t_eval, 1),
       wall_seconds=round(time.time() - t_start, 1),
+      environment=workdir_lib.environment(),
       skipped_images=image_set.skipped, diagnostics=diagnostics,
       metrics=metrics)
   if evaluator.write_results(config, workdir, results):

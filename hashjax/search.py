@@ -5,7 +5,8 @@ AHCL/DGSSH, the network's codes of the database images otherwise):
 
   python -m hashjax.search --workdir=runs/ahcl_64b_xxxx --out=archive.hjidx
 
-Encode another image folder (<class>/<image>, labels from the folders) or
+Encode another image folder (<class>/<image>, labels from the folders; a
+flat folder of images gives an index without labels) or
 a TFDS split (--images=tfds:NAME[:SPLIT] --tfds_data_dir=DIR) into a new
 index, or add it to an existing one without re-encoding the old codes:
 
@@ -60,7 +61,7 @@ def image_source(spec, tfds_data_dir=''):
     name, _, split = spec[len('tfds:'):].partition(':')
     from hashjax.data import tfds_export  # pylint: disable=g-import-not-at-top
     return tfds_export.from_tfds(name, split or 'train', tfds_data_dir)
-  return sources.from_folder(spec)
+  return sources.for_indexing(spec)
 
 
 def _database(run):
@@ -94,6 +95,8 @@ def build(workdir, out, images=None, append=False, tfds_data_dir='',
       source['codes'] = 'network codes of the database images'
   ids, labels, names = (list(image_set.paths), image_set.labels,
                         image_set.class_names)
+  if not names:          # a flat folder: an index without labels.
+    labels = names = None
   if append:
     return index.append(out, c, ids, labels=labels, source=source,
                         class_names=names,

@@ -105,6 +105,17 @@ def _fmt_time(seconds):
   return f'{m // 60}h{m % 60:02d}m' if m >= 60 else f'{m}m{s:02d}s'
 
 
+def _previous_train_seconds(workdir, default):
+  """The training time of the finished run in `workdir` (results.json)."""
+  path = os.path.join(workdir, 'results.json')
+  if not os.path.exists(path):
+    return default
+  try:
+    return workdir_lib.read_json(path).get('train_seconds', default)
+  except ValueError:
+    return default
+
+
 def _build(config, workdir, mesh):
   """Data, splits, the run context (with the method's `prepare`), model and
   optimizer of a run."""
@@ -213,7 +224,7 @@ def _run(config, workdir, trace):
           s.method_state, s.params, hp)),
       out_shardings=shardings, donate_argnums=0)
 
-  step = int(state.step)
+  step = step_at_start = int(state.step)
   first_round = step // steps_per_round
 
   sampler = config.train.sampler
@@ -290,6 +301,8 @@ def _run(config, workdir, trace):
   finally:
     mngr.wait_until_finished()   # on Ctrl-C too: finish an in-flight save.
   train_seconds = time.time() - t_train
+  if step_at_start == total_steps:   # a finished run, evaluated again.
+    train_seconds = _previous_train_seconds(workdir, train_seconds)
 
   t_eval = time.time()
   metrics, _, _ = evaluator.evaluate(
@@ -305,6 +318,8 @@ def _run(config, workdir, trace):
       train_seconds=round(train_seconds, 1),
       eval_seconds=round(eval_seconds, 1),
       wall_seconds=round(time.time() - t_start, 1),
+      resumed_from_step=step_at_start or None,
+      environment=workdir_lib.environment(),
       skipped_images=image_set.skipped, metrics=metrics)
   writer.write_scalars(int(state.step), {
       f'eval/{k}': v for k, v in metrics.items() if isinstance(v, float)})

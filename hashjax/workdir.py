@@ -33,6 +33,28 @@ def writer_lock(workdir):
   return locking.hold(os.path.join(workdir, 'writer'), 'The workdir')
 
 
+def environment():
+  """What can change a run's bits besides the code and config: recorded in
+  results.json so that a number that moved can be traced."""
+  import importlib.metadata as md  # pylint: disable=g-import-not-at-top
+  versions = {}
+  for pkg in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint',
+              'tensorflow-cpu', 'tensorflow', 'numpy'):
+    try:
+      versions[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      pass
+  return dict(
+      cpus=os.cpu_count(),
+      cpu_affinity=len(os.sched_getaffinity(0)) if hasattr(
+          os, 'sched_getaffinity') else None,
+      devices=jax.device_count(), platform=jax.devices()[0].platform,
+      processes=jax.process_count(),
+      xla_flags=os.environ.get('XLA_FLAGS', ''),
+      tf_onednn=os.environ.get('TF_ENABLE_ONEDNN_OPTS', ''),
+      versions=versions)
+
+
 def commit():
   """The git commit of the hashjax source tree, or 'unknown'."""
   try:

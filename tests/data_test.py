@@ -69,6 +69,23 @@ def test_a_jpeg_pillow_reads_but_tensorflow_rejects_is_found(small_rsscn7,
     image_set_lib.check_decodable([str(root / 'cIndustry' / 'fuzzed.jpg')])
 
 
+def test_any_folder_of_images_can_be_indexed(small_rsscn7, tmp_path):
+  """hashjax.search --images: class folders, one class folder, or a flat
+  folder (no labels)."""
+  flat = tmp_path / 'flat'
+  shutil.copytree(small_rsscn7 / 'aGrass', flat)
+  s = sources.for_indexing(flat)
+  assert len(s) == 20 and s.class_names == [] and s.labels.shape == (20, 0)
+  one = tmp_path / 'one'
+  shutil.copytree(small_rsscn7 / 'aGrass', one / 'aGrass')
+  s = sources.for_indexing(one)
+  assert s.class_names == ['aGrass'] and s.labels.sum() == 20
+  assert len(sources.for_indexing(small_rsscn7).class_names) == 7
+  (tmp_path / 'none').mkdir()
+  with pytest.raises(ValueError, match='No images'):
+    sources.for_indexing(tmp_path / 'none')
+
+
 @pytest.mark.parametrize('case', ['missing', 'empty_class', 'one_class',
                                   'no_classes'])
 def test_bad_roots(small_rsscn7, tmp_path, case):

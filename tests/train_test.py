@@ -45,9 +45,17 @@ def test_train_and_evaluate_writes_results(small_rsscn7, tmp_path):
   assert 0.0 < saved['metrics']['map@all'] <= 1.0
   assert (tmp_path / 'pr_curve.png').stat().st_size > 1000
   assert list((tmp_path).glob('events.out.tfevents*'))
+  env = saved['environment']     # what can move a number besides the code
+  assert env['devices'] >= 1 and env['versions']['jax'] and env['cpus'] >= 1
+  assert saved['resumed_from_step'] is None
   _, run = _restore(tmp_path)
   v = np.asarray(run.method_state['V'])
   assert set(np.unique(v)) == {-1.0, 1.0}     # DCC ran: V is a +-1 bank.
+  # The same command again: nothing left to train, the same metrics, and
+  # the training time of the run kept (not 0).
+  again = train.run(_config(small_rsscn7), str(tmp_path))
+  assert again['metrics'] == results['metrics']
+  assert again['train_seconds'] == results['train_seconds'] > 0
 
 
 @pytest.mark.slow

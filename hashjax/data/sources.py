@@ -18,7 +18,7 @@ BUNDLED = {
 }
 
 
-def from_folder(root, skip_bad_images=False):
+def from_folder(root, skip_bad_images=False, hint=None):
   """Reads `<root>/<class>/<image>.{jpg,jpeg,png,tif,tiff}`.
 
   Classes are the sub-folders in sorted order (label = position). Hidden
@@ -51,9 +51,45 @@ def from_folder(root, skip_bad_images=False):
     labels += [c] * len(files)
   onehot = np.eye(len(classes), dtype=np.float32)[labels]
   paths, names, onehot, skipped = image_set_lib.validate(
-      paths, names, onehot, skip_bad_images, repr(str(root)))
+      paths, names, onehot, skip_bad_images, repr(str(root)),
+      **({'hint': hint} if hint else {}))
   return image_set_lib.ImageSet(np.array(paths), names, onehot, classes,
                                 skipped)
+
+
+def for_indexing(root):
+  """Any folder of images to index (hashjax.search --images): a tree of
+  class folders (labels from the folders, one class is fine), or a flat
+  folder of images (no labels: class_names is [])."""
+  root = pathlib.Path(root).expanduser()
+  if not root.is_dir():
+    raise FileNotFoundError(f'No folder of images at {str(root)!r}.')
+  classes = sorted(d.name for d in root.iterdir()
+                   if d.is_dir() and not d.name.startswith('.'))
+  if len(classes) >= 2:
+    return from_folder(root, hint='Fix or remove them.')
+  if classes:   # one class folder: its images, labelled with it.
+    images = _images(root / classes[0])
+    names = [f'{classes[0]}/{f.name}' for f in images]
+    labels = np.ones((len(images), 1), np.float32)
+  else:
+    images = _images(root)
+    names = [f.name for f in images]
+    labels = np.zeros((len(images), 0), np.float32)
+  if not images:
+    raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) in '
+                     f'{str(root)!r}.')
+  paths, names, labels, _ = image_set_lib.validate(
+      [str(f) for f in images], names, labels, False, repr(str(root)),
+      hint='Fix or remove them.')
+  return image_set_lib.ImageSet(np.array(paths), names, labels,
+                                list(classes))
+
+
+def _images(folder):
+  return sorted(f for f in folder.iterdir()
+                if f.suffix.lower() in IMAGE_EXTENSIONS
+                and not f.name.startswith('.'))
 
 
 def load(data_config):
