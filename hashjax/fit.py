@@ -32,7 +32,7 @@ def run(config, workdir):
 
 def _run(config, workdir):
   method = methods.get(config.method)
-  t_start = time.time()
+  t_start, code_commit = time.time(), workdir_lib.commit()
   workdir_lib.check_config(workdir, config)
   mesh = parallel.make_mesh()
   image_set = sources.load(config.data)
@@ -64,7 +64,7 @@ def _run(config, workdir):
   t_eval = time.time() - t0
   results = dict(
       method=config.method, bits=config.bits, dataset=config.data.name,
-      protocol=config.data.protocol, commit=workdir_lib.commit(),
+      protocol=config.data.protocol, commit=code_commit,
       features_cached=cached, feature_seconds=round(t_features, 1),
       fit_seconds=round(t_fit, 1), eval_seconds=round(t_eval, 1),
       wall_seconds=round(time.time() - t_start, 1),

@@ -165,7 +165,7 @@ def run(config, workdir, trace=None):
 
 
 def _run(config, workdir, trace):
-  t_start = time.time()
+  t_start, code_commit = time.time(), workdir_lib.commit()
   workdir_lib.check_config(workdir, config)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.input.batch_size, mesh)
@@ -311,7 +311,7 @@ def _run(config, workdir, trace):
   eval_seconds = time.time() - t_eval
   results = dict(
       method=config.method, bits=config.bits, dataset=config.data.name,
-      protocol=config.data.protocol, commit=workdir_lib.commit(),
+      protocol=config.data.protocol, commit=code_commit,
       steps=int(state.step), prepare_seconds=round(b.prepare_seconds, 1),
       **({'stages': dict(b.ctx.prepared.stages)}
          if b.ctx.prepared.stages else {}),

@@ -56,13 +56,20 @@ def environment():
 
 
 def commit():
-  """The git commit of the hashjax source tree, or 'unknown'."""
+  """The git commit of the hashjax source tree ('+dirty' with uncommitted
+  changes to tracked files), or 'unknown'. Drivers read it when a run
+  starts: the code that ran, not the checkout at its end."""
+  here = os.path.dirname(__file__)
   try:
-    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+    head = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
                           capture_output=True, text=True, check=True,
-                          cwd=os.path.dirname(__file__)).stdout.strip()
+                          cwd=here).stdout.strip()
+    dirty = subprocess.run(['git', 'status', '--porcelain',
+                            '--untracked-files=no'], capture_output=True,
+                           text=True, check=True, cwd=here).stdout.strip()
   except Exception:  # pylint: disable=broad-except
     return 'unknown'
+  return head + ('+dirty' if dirty else '')
 
 
 def _config_json(config):
