@@ -37,7 +37,8 @@ def extract_features(config, image_set, mesh, view=None):
       in_shardings=(parallel.replicated(mesh), parallel.data_sharded(mesh)),
       out_shardings=parallel.replicated(mesh))
   return inference.infer(step, variables, image_set,
-                         np.arange(len(image_set)), config.input, mesh)
+                         np.arange(len(image_set)), config.input, mesh,
+                         what=f'frozen {config.model.encoder} features')
 
 
 def cached_features(config, image_set, mesh, workdir, source=0, view=None,
@@ -56,6 +57,9 @@ def cached_features(config, image_set, mesh, workdir, source=0, view=None,
       return cached['features'], True
     raise ValueError(f'{path} was computed for other images or another '
                      'view; delete it.')
+  print(f'extracting frozen {config.model.encoder} features of '
+        f'{len(image_set):,} images{" (" + view_name + ")" if view_name else ""}'
+        f' -> {path}', flush=True)
   features = extract_features(config, image_set, mesh, view)
   workdir_lib.save_npz(path, features=features,
                        names=np.asarray(image_set.names),

@@ -5,6 +5,7 @@ Every image is computed exactly once on any number of hosts: the inference
 pipeline pads the last batch and marks the padding with mask = 0.
 """
 import functools
+import time
 
 import jax
 import numpy as np
@@ -23,18 +24,35 @@ def make_encode_step(model, mesh):
                  out_shardings=parallel.replicated(mesh))
 
 
-def infer(step, variables, image_set, ids, input_config, mesh):
+def _progress(what, done, total, t0, last):
+  """Prints 'what: done/total, rate, ETA' at most every 10 s; returns the
+  time of the last line."""
+  now = time.time()
+  if what and jax.process_index() == 0 and (now - last > 10 or
+                                            done == total and last > t0):
+    rate = done / max(now - t0, 1e-9)
+    eta = (total - done) / max(rate, 1e-9)
+    print(f'{what}: {done:,}/{total:,} images, {rate:.1f} img/s, ETA '
+          f'{eta:.0f}s', flush=True)
+    return now
+  return last
+
+
+def infer(step, variables, image_set, ids, input_config, mesh, what=''):
   """step(variables, images) on the images `ids`: [len(ids), D] float32.
 
   Args:
     input_config: `config.input` (eval_batch_size, image_size,
       resize_size).
+    what: a label for progress lines (every 10 s; none if empty).
   """
   ds = input_pipeline.inference(
       image_set, ids, global_batch=input_config.eval_batch_size,
       image_size=input_config.image_size,
       resize_size=input_config.resize_size)
   out = None
+  t0 = last = time.time()
+  done = 0
   for batch in ds.as_numpy_iterator():
     batch = parallel.global_batch(
         {k: batch[k] for k in ('image', 'index', 'mask')}, mesh)
@@ -44,13 +62,16 @@ def infer(step, variables, image_set, ids, input_config, mesh):
     if out is None:
       out = np.zeros((len(ids), y.shape[1]), np.float32)
     out[index[keep]] = y[keep]
+    done += int(keep.sum()) * jax.process_count()
+    last = _progress(what, min(done, len(ids)), len(ids), t0, last)
   return out
 
 
-def encode(encode_step, variables, image_set, ids, input_config, mesh):
+def encode(encode_step, variables, image_set, ids, input_config, mesh,
+           what='encoding'):
   """Binary codes [len(ids), bits] int8 of the images `ids`."""
   return codes.binarize(infer(encode_step, variables, image_set, ids,
-                              input_config, mesh))
+                              input_config, mesh, what))
 
 
 def encoder(model, variables, input_config, mesh):

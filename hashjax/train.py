@@ -198,6 +198,9 @@ def _run(config, workdir, trace):
 
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   resuming = mngr.latest_step() is not None
+  print('initialising the model (compiling its init)'
+        f'{"" if resuming else " and loading pretrained weights"}...',
+        flush=True)
   state = init_state(config, model, method, tx, b.ctx,
                      pretrained_weights=not resuming)
   restored, _ = checkpoint.restore_latest(mngr, state)

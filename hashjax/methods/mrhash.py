@@ -110,6 +110,8 @@ def _autoencoder(config, feats, workdir):
     params = flax.serialization.from_bytes(template['params'],
                                            cached['params'].tobytes())
     return model, params, cached['history'].tolist(), True
+  print(f'mrhash: training the multisource autoencoder ({hp.ae_epochs} '
+        f'epochs on {len(feats[0]):,} x {len(feats)} source(s))...', flush=True)
   _, params, history = ae_solver.train_autoencoder(
       feats, weights=weights, epochs=hp.ae_epochs, batch_size=hp.ae_batch,
       lr=hp.ae_lr, latent=hp.latent, seed=config.seed)
@@ -128,6 +130,8 @@ def _centres(config, model, ae_params, feats1, workdir):
   cached = workdir_lib.load_npz(path)
   if cached:
     return cached['centres'], True
+  print(f'mrhash: k-means, {config.loss.clusters} centres, '
+        f'{config.loss.kmeans_restarts} restarts...', flush=True)
   centres, _, _, inertia = ae_solver.cluster(
       model, ae_params, feats1, k=config.loss.clusters,
       restarts=config.loss.kmeans_restarts, alpha=config.loss.alpha,

@@ -7,6 +7,8 @@
   cluster            stage 2a: k-means on the latents -> initial centres,
                      soft assignment Q and the DEC target P.
 """
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -59,7 +61,12 @@ def train_autoencoder(features, *, weights, epochs, batch_size, lr, latent,
 
   rng = np.random.default_rng(seed)
   history = []
-  for _ in range(epochs):
+  t0 = last = time.time()
+  for epoch in range(epochs):
+    if time.time() - last > 10:   # a progress line every 10 s
+      last = time.time()
+      print(f'autoencoder: epoch {epoch}/{epochs}, loss {history[-1]:.4g}, '
+            f'ETA {(last - t0) / epoch * (epochs - epoch):.0f}s', flush=True)
     order = rng.permutation(n)
     pad = steps_per_epoch * batch_size - n
     order = np.concatenate([order, np.zeros(pad, order.dtype)])
