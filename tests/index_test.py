@@ -144,3 +144,11 @@ def test_append_maps_labels_by_class_name(tmp_path):
   with pytest.raises(ValueError, match=r"Classes \['z'\] are not in"):
     index.append(path, new[:1], ['n/2.jpg'], labels=np.eye(1),
                  class_names=['z'])
+
+
+def test_a_report_is_html_or_png():
+  from hashjax.archive import report  # pylint: disable=g-import-not-at-top
+  for ok in ('r.html', 'R.HTM', 'grid.png'):
+    report.check_report_path(ok)
+  with pytest.raises(ValueError, match='.html .* or .png'):
+    report.check_report_path('x.txt')

@@ -129,6 +129,10 @@ def test_search_with_the_training_data_moved_away(config_arg, small_rsscn7,
   run = restore.load(str(workdir))
   assert run.info['class_names'][0] == 'aGrass'
   assert len(run.info['database']['ids']) == len(got)
+  # The index names the step its codes came from; another step is refused.
+  assert got.source['step'] == run.step
+  with pytest.raises(FileNotFoundError, match='no checkpoint at step 999'):
+    restore.load(str(workdir), step=999)
 
 
 def test_errors(trained, tmp_path):

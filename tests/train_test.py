@@ -107,6 +107,23 @@ def test_unusable_values_are_refused_before_anything_runs(
   assert not (tmp_path / 'w').exists()
 
 
+def test_a_failed_start_does_not_claim_the_workdir(small_rsscn7, tmp_path):
+  """A start-up error (here a mistyped data root) writes no config.json, so
+  the corrected command is not refused as 'a different config'."""
+  bad = _config(small_rsscn7)
+  bad.data.root = str(tmp_path / 'typo')
+  with pytest.raises(FileNotFoundError, match='typo'):
+    train.run(bad, str(tmp_path / 'w'))
+  assert not (tmp_path / 'w' / 'config.json').exists()
+  workdir_lib.check_config(str(tmp_path / 'w'), _config(small_rsscn7))
+
+
+def test_an_empty_config_json_is_named(tmp_path):
+  (tmp_path / 'config.json').write_text('')
+  with pytest.raises(ValueError, match=r'config\.json is not valid JSON'):
+    workdir_lib.read_config(str(tmp_path))
+
+
 def test_a_second_training_in_the_workdir_is_refused(small_rsscn7, tmp_path):
   from hashjax import locking  # pylint: disable=g-import-not-at-top
   with workdir_lib.writer_lock(str(tmp_path)):
