@@ -198,16 +198,18 @@ def _run(config, workdir, trace):
 
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   resuming = mngr.latest_step() is not None
-  print('initialising the model (compiling its init)'
-        f'{"" if resuming else " and loading pretrained weights"}...',
-        flush=True)
-  state = init_state(config, model, method, tx, b.ctx,
-                     pretrained_weights=not resuming)
-  restored, _ = checkpoint.restore_latest(mngr, state)
-  if restored is not None:
-    state = restored
+  if resuming:
+    # The restore overwrites every value, so its template needs shapes only:
+    # jax.eval_shape compiles no init and reads no weight file.
+    template = jax.eval_shape(lambda: init_state(
+        config, model, method, tx, b.ctx, pretrained_weights=False))
+    state, _ = checkpoint.restore_latest(mngr, template)
     print(f'Resuming from the checkpoint at step {int(state.step)} in '
           f'{workdir}/checkpoints.', flush=True)
+  else:
+    print('initialising the model (compiling its init) and loading '
+          'pretrained weights...', flush=True)
+    state = init_state(config, model, method, tx, b.ctx)
   # Parameters are replicated; method-state arrays with one row per
   # database item (the bank V, U, labels, MrHash's features and P) are
   # sharded along 'data' (the DCC sweep and S^T U then run per shard).
