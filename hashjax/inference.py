@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+import tensorflow as tf
 
 from hashjax import codes
 from hashjax import parallel
@@ -53,7 +54,14 @@ def infer(step, variables, image_set, ids, input_config, mesh, what=''):
   out = None
   t0 = last = time.time()
   done = 0
-  for batch in ds.as_numpy_iterator():
+  batches = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(batches)
+    except StopIteration:
+      break
+    except tf.errors.OpError as e:
+      raise input_pipeline.explain_failure(image_set, e) from None
     batch = parallel.global_batch(
         {k: batch[k] for k in ('image', 'index', 'mask')}, mesh)
     y = parallel.to_host(step(variables, batch['image']))

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from clu import metric_writers
+import tensorflow as tf
 
 from hashjax import checkpoint
 from hashjax import methods
@@ -263,7 +264,10 @@ def _run(config, workdir, trace):
         in_round[sampling.round_sample(config.seed, round_index, n, m)] = 1.0
         state = start_round(state, jnp.asarray(in_round))
       for _ in range(steps_per_round - done_in_round):
-        host_batch = next(batches)
+        try:
+          host_batch = next(batches)
+        except tf.errors.OpError as e:
+          raise input_pipeline.explain_failure(image_set, e) from None
         state, metrics = train_step(state, parallel.global_batch(host_batch,
                                                                  mesh))
         step += 1

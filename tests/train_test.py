@@ -288,3 +288,30 @@ def test_ctrl_c_prints_one_line_and_resume_works(small_rsscn7, tmp_path):
   assert again.returncode == 0, again.stderr
   assert 'Resuming from the checkpoint at step' in again.stdout
   assert json.loads((tmp_path / 'results.json').read_text())['steps'] == 8
+
+
+@pytest.mark.slow
+def test_an_image_that_breaks_during_training_is_named(small_rsscn7, tmp_path,
+                                                       monkeypatch):
+  """A file damaged after the up-front check (here: replaced by a JPEG that
+  TensorFlow rejects) stops the run with an error naming it, not a bare
+  tf.data traceback."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from hashjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from hashjax.data import sources  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'data'
+  shutil.copytree(small_rsscn7, root)
+  victim = root / 'aGrass' / sorted(p.name for p in (root / 'aGrass').iterdir()
+                                    )[0]
+  real_load = sources.load
+
+  def load_then_damage(data_config):
+    image_set = real_load(data_config)
+    shutil.copy(REPO / 'tests' / 'data' / 'pil_ok_tf_bad.jpg', victim)
+    return image_set
+
+  monkeypatch.setattr(sources, 'load', load_then_damage)
+  config = _config(root)
+  config.train.samples_per_round = 0       # every image, so the victim too
+  with pytest.raises(input_pipeline.InputError, match=victim.name):
+    train.run(config, str(tmp_path / 'w'))
