@@ -9,6 +9,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from hashjax import parallel
+
 
 def manager(workdir, keep):
   # Orbax's array writer needs an absolute path; a relative one fails at the
@@ -31,7 +33,11 @@ def restore_latest(mngr, template):
   step = mngr.latest_step()
   if step is None:
     return None, None
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+  # Leaves without a sharding (an abstract template) restore replicated.
+  repl = parallel.replicated(parallel.make_mesh())
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(
+          x, 'sharding', None) or repl), template)
   state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
   return state, step
 
@@ -67,4 +73,5 @@ def restore_parts(mngr, step, templates, sharding, from_metadata=()):
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding),
       item)
   return mngr.restore(step, args=ocp.args.PyTreeRestore(
-      item, partial_restore=True))
+      item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True))
