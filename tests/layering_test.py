@@ -6,7 +6,7 @@ Layers, bottom to top (a module may import its own layer or lower ones):
   1 blocks     losses/, solvers/, data/, models/, optim, checkpoint, workdir
   2 shared     inference, features, evaluation/, archive/
   3 methods    methods/
-  4 drivers    train, fit, restore
+  4 drivers    train, fit, restore, retriever
   5 CLI        main, search, convert
 and, inside layer 1, losses/ imports nothing but codes and losses/.
 """
@@ -23,7 +23,7 @@ LAYERS = {
     'checkpoint': 1, 'workdir': 1,
     'inference': 2, 'features': 2, 'evaluation': 2, 'archive': 2,
     'methods': 3,
-    'train': 4, 'fit': 4, 'restore': 4,
+    'train': 4, 'fit': 4, 'restore': 4, 'retriever': 4,
     'main': 5, 'search': 5, 'convert': 5,
 }
 

@@ -1,0 +1,151 @@
+"""The Python API for retrieval: load a trained run and its index once,
+then encode images and search, in a notebook or another program.
+
+  from hashjax import Retriever
+  r = Retriever.load('runs/ahcl64', index='runs/rsscn7.hjidx')
+  hits = r.search(['query.jpg'], k=10)       # images, or codes
+  hits.ids[0], hits.distances[0], hits.labels[0]
+  r.add(['new1.jpg', 'new2.jpg'])            # grows the index file
+
+The model is restored at the checkpoint step that made the index's codes
+(hashjax/restore.py: no training image is read), and compiled once per
+batch shape. Images are decoded and resized exactly as in evaluation
+(hashjax/data/input_pipeline.py); the ranking is the exact one of
+hashjax.search (ties by index).
+"""
+import dataclasses
+import os
+from typing import List
+
+import jax
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from hashjax import inference
+from hashjax import parallel
+from hashjax import restore
+from hashjax.archive import index as index_lib
+from hashjax.archive import topk
+from hashjax.data import input_pipeline
+
+
+@dataclasses.dataclass
+class Hits:
+  """Search results, one row per query.
+
+  Attributes:
+    ids: [Q][k] item ids (image paths).
+    distances: [Q, k] Hamming distances.
+    rows: [Q, k] rows of the index.
+    labels: [Q][k] class names of each result ([] without labels).
+  """
+  ids: List[List[str]]
+  distances: np.ndarray
+  rows: np.ndarray
+  labels: List[List[List[str]]]
+
+
+class Retriever:
+  """A trained network and its index, loaded once (see the module doc)."""
+
+  def __init__(self, run, index_path, index):
+    self.run, self.index_path, self.index = run, index_path, index
+    self._step = inference.make_encode_step(run.model, run.mesh)
+    self._batch = max(run.config.input.eval_batch_size // jax.device_count(),
+                      1) * jax.device_count()
+
+  @classmethod
+  def load(cls, workdir=None, index=None):
+    """The run in `workdir` (default: the one that built `index`) at the
+    checkpoint step of the index's codes."""
+    if index is None:
+      raise ValueError('Retriever.load needs index=PATH (build one with '
+                       'python -m hashjax.search --workdir=RUN --out=PATH).')
+    idx = index_lib.load(index)
+    workdir = workdir or idx.source.get('workdir')
+    if not workdir:
+      raise ValueError(f'{index!r} does not name its run; pass workdir=.')
+    run = restore.load(workdir, step=idx.source.get('step'))
+    if run.bits != idx.bits:
+      raise ValueError(f'{workdir!r} makes {run.bits}-bit codes; {index!r} '
+                       f'holds {idx.bits}-bit codes.')
+    return cls(run, index, idx)
+
+  @property
+  def bits(self):
+    return self.index.bits
+
+  def _image(self, item):
+    """A path, PIL image or [H, W, 3] array -> uint8 [size, size, 3]."""
+    if isinstance(item, (str, os.PathLike)):
+      from hashjax.data import image_set as image_set_lib  # pylint: disable=g-import-not-at-top
+      image_set_lib.check_decodable([os.fspath(item)])
+      image = input_pipeline.decode(tf.constant(os.fspath(item)))
+    else:
+      if isinstance(item, Image.Image):
+        item = np.asarray(item.convert('RGB'))
+      item = np.asarray(item)
+      if item.ndim != 3 or item.shape[-1] != 3:
+        raise ValueError(f'An image array must be [H, W, 3], got shape '
+                         f'{item.shape}.')
+      image = tf.constant(np.clip(item, 0, 255).astype(np.uint8))
+    c = self.run.config.input
+    return input_pipeline.resize(image, c.image_size, c.resize_size).numpy()
+
+  def encode(self, images):
+    """±1 codes int8 [N, bits] of images (paths, PIL images or arrays),
+    in batches split over every device."""
+    images = list(images)
+    out = np.zeros((len(images), self.bits), np.int8)
+    variables = self.run.variables
+    for start in range(0, len(images), self._batch):
+      chunk = [self._image(x) for x in images[start:start + self._batch]]
+      batch = np.zeros((self._batch,) + chunk[0].shape, np.uint8)
+      batch[:len(chunk)] = chunk
+      u = parallel.to_host(self._step(variables, batch))
+      out[start:start + len(chunk)] = np.where(u[:len(chunk)] >= 0, 1, -1)
+    return out
+
+  def _codes(self, queries):
+    if isinstance(queries, np.ndarray) and queries.ndim == 2 and (
+        queries.dtype != np.uint8 or queries.shape[1] == self.bits):
+      if queries.shape[1] != self.bits:
+        raise ValueError(f'Codes must be [Q, {self.bits}] ±1, got shape '
+                         f'{queries.shape}.')
+      return np.where(queries >= 0, 1, -1).astype(np.int8)
+    if isinstance(queries, (str, os.PathLike, Image.Image)) or (
+        isinstance(queries, np.ndarray) and queries.ndim == 3):
+      queries = [queries]
+    return self.encode(queries)
+
+  def search(self, queries, k=10):
+    """Top k of each query (images as for `encode`, or ±1 codes
+    [Q, bits]): a Hits."""
+    q = self._codes(queries)
+    if not isinstance(k, int) or k < 1:
+      raise ValueError(f'k must be a positive integer, got {k!r}.')
+    dist, rows = topk.search(index_lib.pack(q), self.index.packed, k,
+                             self.bits)
+    names = self.index.class_names or []
+    labels = [[[names[j] for j in np.flatnonzero(self.index.labels[r])]
+               if self.index.labels is not None else [] for r in row]
+              for row in rows]
+    return Hits(ids=[[self.index.ids[r] for r in row] for row in rows],
+                distances=np.asarray(dist), rows=np.asarray(rows),
+                labels=labels)
+
+  def add(self, images, ids=None, labels=None):
+    """Encodes `images` and appends them to the index file (ids default to
+    the paths); returns the number of items now in the index. `labels`:
+    [N, C] multi-hot over the index's classes, required if it has labels."""
+    images = list(images)
+    if ids is None:
+      if not all(isinstance(x, (str, os.PathLike)) for x in images):
+        raise ValueError('add(images) of arrays or PIL images needs ids=.')
+      ids = [os.fspath(x) for x in images]
+    source = {k: self.index.source.get(k)
+              for k in ('workdir', 'step', 'method', 'bits')}
+    self.index = index_lib.append(self.index_path, self.encode(images), ids,
+                                  labels=labels, source=source)
+    return len(self.index)
