@@ -7,6 +7,7 @@ jitted train step, then the `end_round` hook (e.g. the DCC update of V) and
 a checkpoint. Nothing here knows which method runs (hashjax/methods/base.py
 is the contract).
 """
+import dataclasses
 import math
 import os
 import time
@@ -137,7 +138,7 @@ def _build(config, workdir, mesh):
   t_prepare = time.time()
   prepared = method.prepare(config, ctx)
   prepare_seconds = time.time() - t_prepare
-  ctx = base.RunContext(**dict(vars(ctx), prepared=prepared))
+  ctx = dataclasses.replace(ctx, prepared=prepared)
   m = config.train.samples_per_round or n
   if m > n:
     raise ValueError(f'train.samples_per_round={m} exceeds the {n} training '
