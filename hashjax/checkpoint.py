@@ -5,6 +5,7 @@ checkpoints are listed, so a run killed mid-save resumes from the last
 complete one.
 """
 import os
+import pathlib
 
 import jax
 import orbax.checkpoint as ocp
@@ -43,9 +44,8 @@ def restore_latest(mngr, template):
 
 
 def _tree_metadata(mngr, step):
-  path = os.path.join(str(mngr.directory), str(step), 'default')
-  import pathlib  # pylint: disable=g-import-not-at-top
-  return ocp.PyTreeCheckpointHandler().metadata(pathlib.Path(path)).tree
+  path = pathlib.Path(str(mngr.directory), str(step), 'default')
+  return ocp.PyTreeCheckpointHandler().metadata(path).tree
 
 
 def restore_parts(mngr, step, templates, sharding, from_metadata=()):

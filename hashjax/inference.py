@@ -9,10 +9,10 @@ import time
 
 import jax
 import numpy as np
-import tensorflow as tf
 
 from hashjax import codes
 from hashjax import parallel
+from hashjax.data import image_set as image_set_lib
 from hashjax.data import input_pipeline
 
 
@@ -54,14 +54,7 @@ def infer(step, variables, image_set, ids, input_config, mesh, what=''):
   out = None
   t0 = last = time.time()
   done = 0
-  batches = ds.as_numpy_iterator()
-  while True:
-    try:
-      batch = next(batches)
-    except StopIteration:
-      break
-    except tf.errors.OpError as e:
-      raise input_pipeline.explain_failure(image_set, e) from None
+  for batch in image_set_lib.numpy_batches(ds, image_set):
     batch = parallel.global_batch(
         {k: batch[k] for k in ('image', 'index', 'mask')}, mesh)
     y = parallel.to_host(step(variables, batch['image']))

@@ -19,6 +19,7 @@ from hashjax import codes
 from hashjax import inference
 from hashjax import methods
 from hashjax import parallel
+from hashjax import train
 from hashjax import workdir as workdir_lib
 from hashjax.methods import base
 
@@ -90,10 +91,7 @@ def load(workdir, step=None):
                         num_train=info['num_train'], workdir=workdir,
                         mesh=mesh)
   model = method.make_model(config, ctx)
-  size = config.input.image_size
-  abstract = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.uint8),
-      train=False))
+  abstract = jax.eval_shape(lambda: train.init_variables(config, model))
   templates = {'params': abstract['params'],
                'model_state': {k: v for k, v in abstract.items()
                                if k != 'params'},

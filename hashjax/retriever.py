@@ -27,6 +27,7 @@ from hashjax import parallel
 from hashjax import restore
 from hashjax.archive import index as index_lib
 from hashjax.archive import topk
+from hashjax.data import image_set as image_set_lib
 from hashjax.data import input_pipeline
 
 
@@ -79,9 +80,11 @@ class Retriever:
   def _image(self, item):
     """A path, PIL image or [H, W, 3] array -> uint8 [size, size, 3]."""
     if isinstance(item, (str, os.PathLike)):
-      from hashjax.data import image_set as image_set_lib  # pylint: disable=g-import-not-at-top
-      image_set_lib.check_decodable([os.fspath(item)])
-      image = input_pipeline.decode(tf.constant(os.fspath(item)))
+      try:
+        image = input_pipeline.decode(tf.constant(os.fspath(item)))
+      except Exception:  # pylint: disable=broad-except
+        image_set_lib.check_decodable([os.fspath(item)])  # names the file
+        raise
     else:
       if isinstance(item, Image.Image):
         item = np.asarray(item.convert('RGB'))

@@ -18,13 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from clu import metric_writers
-import tensorflow as tf
 
 from hashjax import checkpoint
 from hashjax import methods
 from hashjax import optim
 from hashjax import parallel
 from hashjax import workdir as workdir_lib
+from hashjax.data import image_set as image_set_lib
 from hashjax.data import input_pipeline
 from hashjax.data import protocols
 from hashjax.data import sampling
@@ -249,13 +249,14 @@ def _run(config, workdir, trace):
             config.seed, r)
       yield r, train_ids[sample], sample
 
-  batches = input_pipeline.train(
+  # A read failure names the file (image_set.numpy_batches).
+  batches = image_set_lib.numpy_batches(input_pipeline.train(
       image_set, rounds(),
       epochs=config.train.epochs_per_round, global_batch=batch,
       image_size=config.input.image_size,
       resize_size=config.input.resize_size, augment_kind=config.input.augment,
       seed=config.seed, skip_batches=step - first_round * steps_per_round,
-      prefetch=config.input.prefetch).as_numpy_iterator()
+      prefetch=config.input.prefetch), image_set)
   t_train, images_seen, window = time.time(), 0, None
   try:
     for round_index in range(first_round, config.train.rounds):
@@ -265,10 +266,7 @@ def _run(config, workdir, trace):
         in_round[sampling.round_sample(config.seed, round_index, n, m)] = 1.0
         state = start_round(state, jnp.asarray(in_round))
       for _ in range(steps_per_round - done_in_round):
-        try:
-          host_batch = next(batches)
-        except tf.errors.OpError as e:
-          raise input_pipeline.explain_failure(image_set, e) from None
+        host_batch = next(batches)
         state, metrics = train_step(state, parallel.global_batch(host_batch,
                                                                  mesh))
         step += 1

@@ -297,7 +297,7 @@ def test_an_image_that_breaks_during_training_is_named(small_rsscn7, tmp_path,
   TensorFlow rejects) stops the run with an error naming it, not a bare
   tf.data traceback."""
   import shutil  # pylint: disable=g-import-not-at-top
-  from hashjax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from hashjax.data import image_set as image_set_lib  # pylint: disable=g-import-not-at-top
   from hashjax.data import sources  # pylint: disable=g-import-not-at-top
   root = tmp_path / 'data'
   shutil.copytree(small_rsscn7, root)
@@ -313,5 +313,5 @@ def test_an_image_that_breaks_during_training_is_named(small_rsscn7, tmp_path,
   monkeypatch.setattr(sources, 'load', load_then_damage)
   config = _config(root)
   config.train.samples_per_round = 0       # every image, so the victim too
-  with pytest.raises(input_pipeline.InputError, match=victim.name):
+  with pytest.raises(image_set_lib.InputError, match=victim.name):
     train.run(config, str(tmp_path / 'w'))

@@ -9,7 +9,9 @@ import dataclasses
 import os
 
 import numpy as np
-from PIL import Image
+import tensorflow as tf
+
+from hashjax.data import input_pipeline
 
 
 @dataclasses.dataclass
@@ -41,23 +43,14 @@ class ImageSet:
 
 def _check_image(path):
   """Fully decodes one image with the decoder training uses
-  (hashjax/data/input_pipeline.py: TensorFlow for JPEG/PNG/GIF/BMP, Pillow
-  for TIFF): Pillow accepts some damaged JPEGs that TensorFlow rejects.
-  Returns None or the error text."""
+  (input_pipeline.decode: Pillow accepts some damaged JPEGs that TensorFlow
+  rejects). Returns None or the error text."""
   try:
-    if str(path).lower().endswith(('.tif', '.tiff')):
-      with Image.open(path) as im:
-        im = im.convert('RGB')
-        shape = (im.height, im.width)
-    else:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      try:
-        shape = tuple(tf.io.decode_image(
-            tf.io.read_file(str(path)), channels=3,
-            expand_animations=False).shape[:2])
-      except tf.errors.OpError as e:
-        return e.message.split(' [Op:')[0].split('}} ')[-1]
-    if min(shape) < 1:
+    try:
+      shape = input_pipeline.decode(tf.constant(str(path))).shape
+    except tf.errors.OpError as e:
+      return e.message.split(' [Op:')[0].split('}} ')[-1]
+    if min(shape[:2]) < 1:
       return 'empty image'
   except Exception as e:  # pylint: disable=broad-except
     return f'{type(e).__name__}: {e}'
@@ -90,3 +83,35 @@ def validate(paths, names, labels, skip_bad, what, hint=_SKIP_HINT):
   skipped = [f'{names[i]}: {errors[i]}' for i in bad]
   return ([paths[i] for i in keep], [names[i] for i in keep],
           labels[keep], skipped)
+
+
+class InputError(ValueError):
+  """The input pipeline could not read an image; the message names it."""
+
+
+def explain_failure(image_set, error):
+  """An InputError for a tf.data `error`, naming the unreadable files of
+  `image_set` (found by decoding each with the training decoder): TF's own
+  message names no file."""
+  _, _, _, bad = validate(list(image_set.paths), list(image_set.names),
+                          image_set.labels, True, 'the data')
+  listed = '\n'.join(f'  {b}' for b in bad[:10]) or (
+      '  (every image decodes now: was a file changed during the run?)')
+  return InputError(
+      f'The input pipeline failed ({error.message.splitlines()[0][:200]}). '
+      f'Unreadable image(s):\n{listed}\nFix or remove them and rerun the '
+      'same command (it resumes from the last checkpoint).')
+
+
+def numpy_batches(dataset, image_set):
+  """The numpy batches of a tf.data pipeline over `image_set`; a read
+  failure raises InputError naming the file instead of tf.data's error."""
+  batches = dataset.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(batches)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      raise explain_failure(image_set, e) from None
+    yield batch

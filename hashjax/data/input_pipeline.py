@@ -198,23 +198,3 @@ def inference(image_set, ids, *, global_batch, image_size, resize_size=0,
   return _batched(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE,
                          deterministic=True),
                   global_batch // jax.process_count(), prefetch)
-
-
-class InputError(ValueError):
-  """The input pipeline could not read an image; the message names it."""
-
-
-def explain_failure(image_set, error):
-  """An InputError for a tf.data `error`, naming the unreadable files of
-  `image_set` (found by decoding each with the training decoder): TF's own
-  message names no file."""
-  from hashjax.data import image_set as image_set_lib  # pylint: disable=g-import-not-at-top
-  _, _, _, bad = image_set_lib.validate(
-      list(image_set.paths), list(image_set.names), image_set.labels, True,
-      'the data')
-  listed = '\n'.join(f'  {b}' for b in bad[:10]) or (
-      '  (every image decodes now: was a file changed during the run?)')
-  return InputError(
-      f'The input pipeline failed ({error.message.splitlines()[0][:200]}). '
-      f'Unreadable image(s):\n{listed}\nFix or remove them and rerun the '
-      'same command (it resumes from the last checkpoint).')
