@@ -53,8 +53,13 @@ class Retriever:
   def __init__(self, run, index_path, index):
     self.run, self.index_path, self.index = run, index_path, index
     self._step = inference.make_encode_step(run.model, run.mesh)
-    self._batch = max(run.config.input.eval_batch_size // jax.device_count(),
-                      1) * jax.device_count()
+    devices = jax.device_count()
+    self._batch = max(run.config.input.eval_batch_size // devices,
+                      1) * devices
+    # Compiled batch shapes: a few images run a small batch, not a padded
+    # eval batch (devices x 1, 2, 4, ...; each shape compiles once).
+    self.batch_sizes = [devices << i for i in range(20)
+                        if devices << i < self._batch] + [self._batch]
 
   @classmethod
   def load(cls, workdir=None, index=None):
@@ -77,9 +82,14 @@ class Retriever:
   def bits(self):
     return self.index.bits
 
-  def _image(self, item):
-    """A path, PIL image or [H, W, 3] array -> uint8 [size, size, 3]."""
-    if isinstance(item, (str, os.PathLike)):
+  def prepare(self, item):
+    """A path, the bytes of an image file, a PIL image or an [H, W, 3]
+    array -> the network's input, uint8 [size, size, 3], decoded and
+    resized as in evaluation. Raises ValueError for bytes that are not a
+    readable image."""
+    if isinstance(item, bytes):
+      image = tf.constant(input_pipeline.decode_bytes(item))
+    elif isinstance(item, (str, os.PathLike)):
       try:
         image = input_pipeline.decode(tf.constant(os.fspath(item)))
       except Exception:  # pylint: disable=broad-except
@@ -97,18 +107,35 @@ class Retriever:
     return input_pipeline.resize(image, c.image_size, c.resize_size).numpy()
 
   def encode(self, images):
-    """±1 codes int8 [N, bits] of images (paths, PIL images or arrays),
-    in batches split over every device."""
+    """±1 codes int8 [N, bits] of images (paths, image-file bytes, PIL
+    images or arrays), in batches split over every device."""
     images = list(images)
     out = np.zeros((len(images), self.bits), np.int8)
-    variables = self.run.variables
     for start in range(0, len(images), self._batch):
-      chunk = [self._image(x) for x in images[start:start + self._batch]]
-      batch = np.zeros((self._batch,) + chunk[0].shape, np.uint8)
-      batch[:len(chunk)] = chunk
-      u = parallel.to_host(self._step(variables, batch))
-      out[start:start + len(chunk)] = np.where(u[:len(chunk)] >= 0, 1, -1)
+      chunk = [self.prepare(x) for x in images[start:start + self._batch]]
+      out[start:start + len(chunk)] = self.encode_prepared(np.stack(chunk))
     return out
+
+  def encode_prepared(self, pixels):
+    """±1 codes of network inputs (uint8 [n, size, size, 3] from
+    `prepare`), n <= the eval batch, padded to the nearest compiled
+    batch shape."""
+    n = len(pixels)
+    size = next(b for b in self.batch_sizes if b >= n)
+    batch = np.zeros((size,) + pixels.shape[1:], np.uint8)
+    batch[:n] = pixels
+    u = parallel.to_host(self._step(self.run.variables, batch))
+    return np.where(u[:n] >= 0, 1, -1).astype(np.int8)
+
+  def compile(self, up_to=None):
+    """Compiles every batch shape up to `up_to` images now (a service
+    does it before its first query)."""
+    c = self.run.config.input
+    for size in self.batch_sizes:
+      if up_to is not None and size > max(up_to, self.batch_sizes[0]):
+        break
+      self.encode_prepared(np.zeros((size, c.image_size, c.image_size, 3),
+                                    np.uint8))
 
   def _codes(self, queries):
     if isinstance(queries, np.ndarray) and queries.ndim == 2 and (
@@ -117,7 +144,7 @@ class Retriever:
         raise ValueError(f'Codes must be [Q, {self.bits}] ±1, got shape '
                          f'{queries.shape}.')
       return np.where(queries >= 0, 1, -1).astype(np.int8)
-    if isinstance(queries, (str, os.PathLike, Image.Image)) or (
+    if isinstance(queries, (str, bytes, os.PathLike, Image.Image)) or (
         isinstance(queries, np.ndarray) and queries.ndim == 3):
       queries = [queries]
     return self.encode(queries)
@@ -129,7 +156,7 @@ class Retriever:
     if not isinstance(k, int) or k < 1:
       raise ValueError(f'k must be a positive integer, got {k!r}.')
     dist, rows = topk.search(index_lib.pack(q), self.index.packed, k,
-                             self.bits)
+                             self.bits, query_block=topk.block_for(len(q)))
     names = self.index.class_names or []
     labels = [[[names[j] for j in np.flatnonzero(self.index.labels[r])]
                if self.index.labels is not None else [] for r in row]

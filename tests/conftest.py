@@ -57,3 +57,20 @@ def toy_tfds(small_rsscn7, tmp_path_factory):
   return types.SimpleNamespace(name='hashjax_toy_scenes',
                                data_dir=str(data_dir), files=files,
                                classes=classes)
+
+
+@pytest.fixture(scope='session')
+def tiny_index(small_rsscn7, tmp_path_factory):
+  """A tiny trained AHCL run (16 bits, runlocal) and the index of its
+  database: (root folder, index path). Shared by the Retriever and
+  service tests; copy the index before changing it."""
+  from configs import ahcl as ahcl_config  # pylint: disable=g-import-not-at-top
+  from hashjax import search  # pylint: disable=g-import-not-at-top
+  from hashjax import train  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('tiny_index')
+  c = ahcl_config.get_config('runlocal,bits=16')
+  c.data.update(name='folder', root=str(small_rsscn7))
+  train.run(c, str(root / 'run'))
+  out = str(root / 'a.hjidx')
+  search.build(str(root / 'run'), out)
+  return root, out

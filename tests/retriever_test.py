@@ -7,10 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import ahcl as ahcl_config
 from hashjax import Retriever
 from hashjax import search
-from hashjax import train
 from hashjax.archive import index as index_lib
 from tests.conftest import REPO
 
@@ -18,14 +16,8 @@ pytestmark = pytest.mark.slow   # trains a tiny run
 
 
 @pytest.fixture(scope='module')
-def built(small_rsscn7, tmp_path_factory):
-  root = tmp_path_factory.mktemp('retriever')
-  c = ahcl_config.get_config('runlocal,bits=16')
-  c.data.update(name='folder', root=str(small_rsscn7))
-  train.run(c, str(root / 'run'))
-  out = str(root / 'a.hjidx')
-  search.build(str(root / 'run'), out)
-  return root, out
+def built(tiny_index):
+  return tiny_index
 
 
 def test_readme_snippet_runs(built, monkeypatch, capsys):

@@ -20,12 +20,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')
-def trained(small_rsscn7, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('run')
-  c = ahcl_config.get_config('runlocal,bits=16')
-  c.data.update(name='folder', root=str(small_rsscn7))
-  train.run(c, str(workdir))
-  return workdir
+def trained(tiny_index):
+  """The shared tiny AHCL run (tests/conftest.py); not changed here."""
+  return tiny_index[0] / 'run'
 
 
 def _data(small_rsscn7):

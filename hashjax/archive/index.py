@@ -121,6 +121,7 @@ def _write(path, codes, ids, *, labels, class_names, source, packed, bits):
   start = _PREFIX.size + len(blob)
   pad = (-start) % _ALIGN
   blob += b' ' * pad
+  _remove_leftovers(path)
   tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'wb') as f:
     f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
@@ -128,6 +129,18 @@ def _write(path, codes, ids, *, labels, class_names, source, packed, bits):
     f.write(packed.tobytes())
   os.replace(tmp, path)
   return header
+
+
+def _remove_leftovers(path):
+  """Deletes the partial files of writers killed mid-write (the caller
+  holds the lock, so no other writer is running). The index itself was
+  never touched by them: it is only ever replaced whole."""
+  folder = os.path.dirname(os.path.abspath(path))
+  base = os.path.basename(path) + '.'
+  for name in os.listdir(folder):
+    if name.startswith(base) and name.endswith('.tmp') and \
+        name[len(base):-4].isdigit():
+      os.remove(os.path.join(folder, name))
 
 
 class Index:

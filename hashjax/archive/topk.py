@@ -165,6 +165,12 @@ def _sharded_topk(mesh, k, bits, group, fanout, max_groups, local_n):
   return run
 
 
+def block_for(n, largest=64):
+  """The compiled query-block size for n queries: the next power of two
+  (one query is not padded to a block of 64), at most `largest`."""
+  return min(largest, 1 << max(int(n) - 1, 0).bit_length())
+
+
 def search(q_packed, db_packed, k, bits, *, query_block=64, group=32,
            fanout=16, max_groups=100, mesh=None, db_chunk=1 << 22):
   """Exact top-k of every query: (distances [Q, k], indices [Q, k]) numpy.

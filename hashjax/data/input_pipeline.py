@@ -10,6 +10,8 @@ batch assembled by `parallel.global_batch` is the same on any number of
 hosts. Augmentation draws from stateless seeds keyed by (seed, round,
 position), so a resumed run sees exactly the images an uninterrupted one saw.
 """
+import io
+
 import jax
 import numpy as np
 import tensorflow as tf
@@ -34,6 +36,31 @@ def decode(path):
       lambda: tf.io.decode_image(tf.io.read_file(path), channels=3,
                                  expand_animations=False))
   return tf.ensure_shape(image, [None, None, 3])
+
+
+_TIFF_MAGIC = (b'II*\x00', b'MM\x00*')
+
+
+def decode_bytes(data):
+  """`decode` for an image's bytes (an upload): TIFF (by its magic number)
+  with Pillow, JPEG/PNG/GIF/BMP with TF. Raises ValueError naming what is
+  wrong with a non-image, truncated or empty file."""
+  if not data:
+    raise ValueError('the file is empty')
+  try:
+    if data[:4] in _TIFF_MAGIC:
+      with Image.open(io.BytesIO(data)) as im:
+        image = np.asarray(im.convert('RGB'), np.uint8)
+    else:
+      image = tf.io.decode_image(data, channels=3,
+                                 expand_animations=False).numpy()
+  except tf.errors.OpError as e:
+    raise ValueError(e.message.split(' [Op:')[0].split('}} ')[-1]) from None
+  except (OSError, SyntaxError, ValueError) as e:   # Pillow's errors
+    raise ValueError(f'{type(e).__name__}: {e}') from None
+  if image.ndim != 3 or min(image.shape[:2]) < 1:
+    raise ValueError(f'not a 2-D image (decoded shape {image.shape})')
+  return image
 
 
 def resize(image, image_size, resize_size=0):
