@@ -88,7 +88,7 @@ class Retriever:
     resized as in evaluation. Raises ValueError for bytes that are not a
     readable image."""
     if isinstance(item, bytes):
-      image = tf.constant(input_pipeline.decode_bytes(item))
+      image = input_pipeline.decode_bytes(item)
     elif isinstance(item, (str, os.PathLike)):
       try:
         image = input_pipeline.decode(tf.constant(os.fspath(item)))
@@ -102,9 +102,14 @@ class Retriever:
       if item.ndim != 3 or item.shape[-1] != 3:
         raise ValueError(f'An image array must be [H, W, 3], got shape '
                          f'{item.shape}.')
-      image = tf.constant(np.clip(item, 0, 255).astype(np.uint8))
+      image = np.clip(item, 0, 255).astype(np.uint8)
     c = self.run.config.input
-    return input_pipeline.resize(image, c.image_size, c.resize_size).numpy()
+    if isinstance(image, tf.Tensor):
+      image = image.numpy()
+    if not c.resize_size and image.shape[:2] == (c.image_size,) * 2:
+      return image   # input_pipeline.resize leaves it as it is
+    return input_pipeline.resize(tf.constant(image), c.image_size,
+                                 c.resize_size).numpy()
 
   def encode(self, images):
     """±1 codes int8 [N, bits] of images (paths, image-file bytes, PIL

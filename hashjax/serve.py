@@ -8,8 +8,8 @@ Loads the run's network (at the checkpoint step that made the index's
 codes) and the index once, compiles every batch shape once, then serves
 (hashjax/serving/app.py lists the routes; the schema is at /docs). Queries
 that arrive together are encoded and searched as one batch
-(--max_batch, --max_wait_ms; --max_batch=1 turns that off). The index may
-grow while served: `python -m hashjax.search ... --append` from another
+(--max_batch, --gap_ms, --max_wait_ms; --max_batch=1 turns that off).
+The index may grow while served: `python -m hashjax.search ... --append` from another
 process, or POST /api/items with --upload_dir; queries see the new index
 once it is complete (hashjax/serving/snapshot.py).
 
@@ -36,7 +36,9 @@ _MAX_BATCH = flags.DEFINE_integer(
     'max_batch', 32, 'Most queries encoded and searched together '
     '(1: no micro-batching).')
 _MAX_WAIT_MS = flags.DEFINE_float(
-    'max_wait_ms', 2.0, 'How long a batch waits for more queries.')
+    'max_wait_ms', 50.0, 'The longest a batch waits for more queries.')
+_GAP_MS = flags.DEFINE_float(
+    'gap_ms', 10.0, 'A batch starts once no new query came for this long.')
 _MAX_K = flags.DEFINE_integer('max_k', 1000, 'The largest k a query may ask.')
 _MAX_UPLOAD_MB = flags.DEFINE_float('max_upload_mb', 10.0,
                                     'Largest request body (an upload), MB.')
@@ -70,6 +72,7 @@ def main(argv):
     sys.exit(f'hashjax.serve: error: {e}')
   engine = engine_lib.Engine(r, max_batch=_MAX_BATCH.value,
                              max_wait_s=_MAX_WAIT_MS.value / 1e3,
+                             gap_s=_GAP_MS.value / 1e3,
                              max_k=_MAX_K.value, poll_s=_POLL_S.value)
   t1 = time.perf_counter()
   engine.compile()

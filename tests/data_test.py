@@ -282,3 +282,24 @@ def test_pair_sources_lists_mismatches(tmp_path):
   msg = str(e.value)
   assert "1 image(s) only in 'src1' (x/2)" in msg
   assert "1 image(s) only in 'src2' (y/4)" in msg
+
+
+def test_decoding_an_upload_and_the_compiled_resize(small_rsscn7, tmp_path):
+  """An upload's bytes decode to what the file's path decodes to (JPEG,
+  PNG, TIFF), and bad bytes are a ValueError saying why."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  path = sorted(small_rsscn7.glob('*/*.jpg'))[0]
+  want = input_pipeline.decode(tf.constant(str(path))).numpy()
+  np.testing.assert_array_equal(
+      input_pipeline.decode_bytes(path.read_bytes()), want)
+  for suffix in ('.png', '.tif'):
+    other = tmp_path / ('x' + suffix)
+    Image.fromarray(want).save(other)
+    np.testing.assert_array_equal(
+        input_pipeline.decode_bytes(other.read_bytes()), want)
+  data = path.read_bytes()
+  for bad, why in [(b'', 'empty'), (b'hello', 'Unknown image file format'),
+                   (data[:len(data) // 2], 'Invalid JPEG'),
+                   (b'II*\x00broken', 'Error')]:
+    with pytest.raises(ValueError, match=why):
+      input_pipeline.decode_bytes(bad)

@@ -59,6 +59,28 @@ def test_database_in_chunks(db_chunk):
   np.testing.assert_array_equal(i, want_i)
 
 
+@pytest.mark.parametrize('db_chunk', [1000, 1 << 22])
+def test_a_database_held_on_the_device(db_chunk):
+  """topk.OnDevice (copied once, searched many times by a service): the
+  same exact top k as the numpy path, in chunks too, for any query count
+  (blocks of 1, 2, ... as a service compiles them)."""
+  rng = np.random.default_rng(7)
+  db = rng.integers(0, 2**32, (3001, 2), dtype=np.uint32)
+  db[::7] = db[2]
+  held = topk.OnDevice(db, group=4, fanout=2, db_chunk=db_chunk)
+  assert held.shape == db.shape
+  for nq in (1, 3, 32):
+    q = np.concatenate([db[2:3], rng.integers(0, 2**32, (nq - 1, 2),
+                                              dtype=np.uint32)])
+    d, i = topk.search(q, held, 40, 64, query_block=topk.block_for(nq),
+                       max_groups=16)
+    want_d, want_i = reference(q, db, 40)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+  assert [topk.block_for(n) for n in (1, 2, 3, 5, 33, 64, 100)] == \
+      [1, 2, 4, 8, 64, 64, 64]
+
+
 @pytest.mark.slow
 def test_defaults_on_a_larger_database():
   rng = np.random.default_rng(0)

@@ -76,6 +76,11 @@ def test_image_query_equals_the_exact_search(served, small_rsscn7):
   assert [h['distance'] for h in got['results']] == dist
   assert [h['rank'] for h in got['results']] == list(range(1, 8))
   assert got['query']['code'] == engine_lib.format_code(code)
+  # The image itself as the body: the same answer.
+  raw = client.post('/api/search/image?k=7&query_label=cIndustry',
+                    content=query.read_bytes(),
+                    headers={'content-type': 'image/jpeg'})
+  assert raw.json()['results'] == got['results']
   for h in got['results']:
     assert h['id'] == index.ids[h['row']]
     assert h['relevant'] == ('cIndustry' in h['labels'])
@@ -151,7 +156,9 @@ def test_every_bad_request_is_a_4xx_naming_it(served, small_rsscn7,
       (image(good, '?label=Beach'), 400, "Unknown label 'Beach'"),
       (image(good, '?radius=-1'), 422, 'radius'),
       (image(good, '?query_label=Beach'), 400, 'query_label'),
-      (client.post('/api/search/image'), 422, 'file'),
+      (client.post('/api/search/image', files={'image': ('x.jpg', good)}),
+       422, 'field named "file"'),
+      (client.post('/api/search/image'), 400, 'empty'),
       (by({'id': 'no/such/item.jpg'}), 404, 'No item with id'),
       (by({'code': '0101'}), 400, f'{engine.bits} characters'),
       (by({'code': '0x12'}), 400, 'hex'),

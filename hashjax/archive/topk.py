@@ -171,10 +171,48 @@ def block_for(n, largest=64):
   return min(largest, 1 << max(int(n) - 1, 0).bit_length())
 
 
+def _mesh_and_unit(mesh, group, fanout):
+  from hashjax import parallel  # pylint: disable=g-import-not-at-top
+  if mesh is None and jax.device_count() > 1:
+    mesh = parallel.make_mesh()
+  devices = 1 if mesh is None else mesh.devices.size
+  return (mesh if devices > 1 else None), group * fanout * devices
+
+
+def _chunks(db_packed, mesh, unit, db_chunk):
+  """(start, rows, device array) per chunk of the database, each padded to
+  a multiple of `unit` and, with a mesh, split over its devices."""
+  from hashjax import parallel  # pylint: disable=g-import-not-at-top
+  for start in range(0, db_packed.shape[0], db_chunk):
+    db = np.asarray(db_packed[start:start + db_chunk], np.uint32)
+    rows = db.shape[0]
+    pad = (-rows) % unit
+    if pad:
+      db = np.concatenate([db, np.zeros((pad, db.shape[1]), np.uint32)])
+    db = (jax.device_put(db, parallel.data_sharded(mesh)) if mesh is not None
+          else jnp.asarray(db))
+    yield start, rows, db
+
+
+class OnDevice:
+  """A packed database copied to the device(s) once, to be searched many
+  times (a service): `search` then copies nothing per call. Pass it as
+  `db_packed`; group, fanout and db_chunk are fixed here."""
+
+  def __init__(self, db_packed, *, group=32, fanout=16, mesh=None,
+               db_chunk=1 << 22):
+    self.mesh, unit = _mesh_and_unit(mesh, group, fanout)
+    self.group, self.fanout = group, fanout
+    self.shape = tuple(db_packed.shape)
+    self.chunks = list(_chunks(db_packed, self.mesh, unit,
+                               max(unit, db_chunk // unit * unit)))
+
+
 def search(q_packed, db_packed, k, bits, *, query_block=64, group=32,
            fanout=16, max_groups=100, mesh=None, db_chunk=1 << 22):
   """Exact top-k of every query: (distances [Q, k], indices [Q, k]) numpy.
 
+  `db_packed`: uint32 [N, W] (numpy or memory-mapped), or an OnDevice.
   k is clipped to the database size. Queries go in blocks of
   `query_block`; the database in chunks of `db_chunk` codes (a memory-mapped
   index is read one chunk at a time), each chunk's top k merging into the
@@ -182,31 +220,25 @@ def search(q_packed, db_packed, k, bits, *, query_block=64, group=32,
   with a 'data' axis) each chunk is split over them and the per-device
   results merged.
   """
-  from hashjax import parallel  # pylint: disable=g-import-not-at-top
   n = db_packed.shape[0]
   k = int(min(k, n))
   if k < 1:
     raise ValueError('search needs a non-empty database and k >= 1.')
-  if mesh is None and jax.device_count() > 1:
-    mesh = parallel.make_mesh()
-  devices = 1 if mesh is None else mesh.devices.size
-  unit = group * fanout * devices
-  db_chunk = max(unit, db_chunk // unit * unit)
+  if isinstance(db_packed, OnDevice):
+    mesh, group, fanout = db_packed.mesh, db_packed.group, db_packed.fanout
+    chunks = db_packed.chunks
+  else:
+    mesh, unit = _mesh_and_unit(mesh, group, fanout)
+    chunks = _chunks(db_packed, mesh, unit, max(unit,
+                                                db_chunk // unit * unit))
   q = np.asarray(q_packed, np.uint32)
   best_d = best_i = None
-  for start in range(0, n, db_chunk):
-    db = np.asarray(db_packed[start:start + db_chunk], np.uint32)
-    rows = db.shape[0]
+  for start, rows, db in chunks:
     kk = min(k, rows)
-    pad = (-rows) % unit
-    if pad:
-      db = np.concatenate([db, np.zeros((pad, db.shape[1]), np.uint32)])
-    if devices > 1:
-      db = jax.device_put(db, parallel.data_sharded(mesh))
+    if mesh is not None:
       step = _sharded_topk(mesh, kk, bits, group, fanout, max_groups,
-                           db.shape[0] // devices)
+                           db.shape[0] // mesh.devices.size)
     else:
-      db = jnp.asarray(db)
       step = functools.partial(_topk_block_jit, k=kk, bits=bits, group=group,
                                fanout=fanout, max_groups=max_groups)
     out_d, out_i = [], []

@@ -41,6 +41,7 @@ def decode(path):
 _TIFF_MAGIC = (b'II*\x00', b'MM\x00*')
 
 
+
 def decode_bytes(data):
   """`decode` for an image's bytes (an upload): TIFF (by its magic number)
   with Pillow, JPEG/PNG/GIF/BMP with TF. Raises ValueError naming what is

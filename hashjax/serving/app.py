@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 import pydantic
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hashjax.serving import engine as engine_lib
@@ -142,6 +143,29 @@ def _validation_message(error):
   return 'Bad request: ' + '; '.join(parts) + '. See /docs for the API.'
 
 
+_IMAGE_BODY = {'requestBody': {'required': True, 'content': {
+    'multipart/form-data': {'schema': {
+        'type': 'object', 'required': ['file'],
+        'properties': {'file': {'type': 'string', 'format': 'binary',
+                                'description': 'The query image.'}}}},
+    'image/*': {'schema': {'type': 'string', 'format': 'binary'}}}}}
+
+
+async def _upload(request):
+  """The image of a request: the form field `file` of a multipart body,
+  or the whole body."""
+  kind = request.headers.get('content-type', '')
+  if not kind.startswith('multipart/form-data'):
+    return await request.body()
+  form = await request.form(max_files=1, max_fields=4)
+  file = form.get('file')
+  if not isinstance(file, StarletteUploadFile):
+    raise engine_lib.QueryError(
+        'A form upload needs the image in a field named "file" (e.g. curl '
+        "-F file=@q.jpg); or send the image itself as the body.", 422)
+  return await file.read()
+
+
 def create_app(engine, *, max_upload_bytes=10 << 20, upload_dir=None):
   """The FastAPI app serving `engine` (an Engine). `upload_dir`: where
   images added through POST /api/items are stored (None: adding is off)."""
@@ -183,7 +207,9 @@ def create_app(engine, *, max_upload_bytes=10 << 20, upload_dir=None):
   async def answer(query, kind, query_labels=None):
     future = engine.submit(query)
     result = await asyncio.wrap_future(future)
-    return _answer_json(engine, result, kind, query_labels)
+    # A JSONResponse directly: FastAPI's generic encoder costs more than
+    # the search.
+    return JSONResponse(_answer_json(engine, result, kind, query_labels))
 
   @app.get('/', response_class=HTMLResponse, include_in_schema=False)
   async def index_page():
@@ -202,9 +228,9 @@ def create_app(engine, *, max_upload_bytes=10 << 20, upload_dir=None):
     return dict(engine.stats(), max_upload_bytes=max_upload_bytes,
                 adding=upload_dir is not None)
 
-  @app.post('/api/search/image')
+  @app.post('/api/search/image', openapi_extra=_IMAGE_BODY)
   async def search_image(
-      file: UploadFile = File(..., description='The query image.'),
+      request: fastapi.Request,
       k: int = Query(10, description='Results wanted.'),
       label: Optional[str] = Query(None, description='Rank only items '
                                    'with this label.'),
@@ -213,12 +239,14 @@ def create_app(engine, *, max_upload_bytes=10 << 20, upload_dir=None):
       query_label: Optional[str] = Query(
           None, description="The query's own class, if known: results are "
           'marked relevant or not.')):
-    """Query by an uploaded image (JPEG, PNG, GIF, BMP or TIFF)."""
-    data = await file.read()
+    """Query by an image (JPEG, PNG, GIF, BMP or TIFF): a form upload
+    (field `file`), or the file itself as the body (`curl --data-binary
+    @q.jpg -H 'Content-Type: image/jpeg'`)."""
     if query_label is not None and query_label not in (
         engine.watcher.current.index.class_names or []):
       raise engine_lib.QueryError(f'Unknown query_label {query_label!r}.')
     engine.check_options(k, label, radius)   # before decoding
+    data = await _upload(request)
     query = engine_lib.Query('image', k=k, label=label, radius=radius,
                              pixels=await run_in_threadpool(engine.prepare,
                                                             data))

@@ -1,10 +1,13 @@
 """Micro-batching: many callers' requests, one call of a batch function.
 
 Concurrent callers `submit` items and get futures. One worker thread takes
-every item that is waiting (up to `max_batch`, waiting at most `max_wait_s`
-for more once it has the first), calls `fn(items, waits)` once (`waits`:
-the seconds each item queued) and resolves each future with its result. While a batch runs, the next one queues, so under
-load the batch grows by itself; a lone request waits at most `max_wait_s`.
+every item that is waiting, then keeps taking items while they keep coming
+(until none came for `gap_s`, or `max_wait_s` passed, or it has
+`max_batch`), calls `fn(items, waits)` once (`waits`: the seconds each
+item queued) and resolves each future with its result. While a batch runs
+the next one queues, and the clients answered by the last batch are
+collected as their next requests come in: under load the batch fills by
+itself, and a lone request waits `gap_s`.
 `max_batch=1` switches batching off (one call per request), for comparison.
 
 `fn` returns one result per item; a result that is an Exception is raised
@@ -21,12 +24,15 @@ import time
 class Batcher:
   """See the module doc. `stats()` counts batches and their sizes."""
 
-  def __init__(self, fn, max_batch=32, max_wait_s=0.002):
+  def __init__(self, fn, max_batch=32, max_wait_s=0.05, gap_s=0.01):
     if max_batch < 1:
       raise ValueError(f'max_batch must be >= 1, got {max_batch}.')
-    self.fn, self.max_batch, self.max_wait_s = fn, max_batch, max_wait_s
+    self.fn, self.max_batch = fn, max_batch
+    self.max_wait_s, self.gap_s = max_wait_s, min(gap_s, max_wait_s)
     self._queue = queue.Queue()
     self._sizes = collections.Counter()
+    self._busy_s = self._idle_s = 0.0   # in fn; waiting for a batch
+    self._last = time.perf_counter()
     self._closed = False
     self._thread = threading.Thread(target=self._run, daemon=True,
                                     name='micro-batcher')
@@ -47,10 +53,10 @@ class Batcher:
     jobs = [first]
     deadline = time.perf_counter() + self.max_wait_s
     while len(jobs) < self.max_batch:
-      try:   # everything already waiting, then up to the deadline
+      try:   # everything already waiting, then while more keep coming
         job = self._queue.get_nowait()
       except queue.Empty:
-        left = deadline - time.perf_counter()
+        left = min(deadline - time.perf_counter(), self.gap_s)
         if left <= 0:
           break
         try:
@@ -70,6 +76,7 @@ class Batcher:
         return
       self._sizes[len(jobs)] += 1
       start = time.perf_counter()
+      self._idle_s += start - self._last
       try:
         results = self.fn([item for item, _, _ in jobs],
                           [start - t for _, _, t in jobs])
@@ -83,12 +90,16 @@ class Batcher:
           future.set_exception(result)
         else:
           future.set_result(result)
+      self._last = time.perf_counter()
+      self._busy_s += self._last - start
 
   def stats(self):
     batches = sum(self._sizes.values())
     items = sum(size * n for size, n in self._sizes.items())
     return dict(max_batch=self.max_batch,
-                max_wait_ms=self.max_wait_s * 1e3, batches=batches,
+                max_wait_ms=self.max_wait_s * 1e3, gap_ms=self.gap_s * 1e3,
+                batches=batches, busy_s=self._busy_s,
+                idle_s=self._idle_s,
                 queries=items, mean_batch=items / batches if batches else 0.0,
                 waiting=self._queue.qsize())
 

@@ -102,13 +102,15 @@ class Engine:
   Args:
     retriever: a hashjax.Retriever (model and index loaded).
     max_batch: most queries per batch (1 = no micro-batching).
-    max_wait_s: how long a batch waits for more queries once it has one.
+    max_wait_s, gap_s: a batch waits for more queries while they keep
+      coming (hashjax/serving/batcher.py): until none came for gap_s, at
+      most max_wait_s.
     max_k: the largest k a query may ask for.
     poll_s: how often the index file is checked for a new version.
   """
 
-  def __init__(self, retriever, *, max_batch=32, max_wait_s=0.002,
-               max_k=1000, poll_s=1.0):
+  def __init__(self, retriever, *, max_batch=32, max_wait_s=0.05,
+               gap_s=0.01, max_k=1000, poll_s=1.0):
     self.retriever = retriever
     self.bits = retriever.bits
     self.max_k = max_k
@@ -116,9 +118,10 @@ class Engine:
     self.watcher = snapshot_lib.Watcher(retriever.index_path, poll_s)
     self.started = time.time()
     self.served = collections.Counter()
+    self.seconds = collections.Counter()   # spent in each part of batches
     self._add_lock = threading.Lock()
     self._batcher = batcher_lib.Batcher(self._run_batch, self.max_batch,
-                                        max_wait_s)
+                                        max_wait_s, gap_s)
     self.watcher.start()
 
   # -- set-up -----------------------------------------------------------
@@ -131,7 +134,7 @@ class Engine:
       for size in sorted({topk.block_for(n)
                           for n in range(1, self.max_batch + 1)}):
         q = np.ones((size, self.bits), np.int8)
-        self._rank(snap.index.packed, q, K_SIZES[0])
+        self._rank(snap.codes, q, K_SIZES[0])
 
   def close(self):
     self._batcher.close()
@@ -228,7 +231,7 @@ class Engine:
     t1 = time.perf_counter()
     for label, members in groups.items():
       if label is None:
-        rows_of, packed = None, snap.index.packed
+        rows_of, packed = None, (snap.codes if len(snap.index) else None)
       else:
         try:
           rows_of, packed = snap.label_rows(label)
@@ -236,7 +239,7 @@ class Engine:
           for i in members:
             out[i] = QueryError(f'Unknown label {label!r}.')
           continue
-      if len(packed) == 0:
+      if packed is None:
         dist = np.zeros((len(members), 0), np.int32)
         rows = np.zeros((len(members), 0), np.int64)
       else:
@@ -266,6 +269,8 @@ class Engine:
           timing_ms=dict(queue=waits[i] * 1e3, encode=t_encode * 1e3,
                          search=t_search * 1e3, batch=len(queries))))
       self.served[q.kind] += 1
+    self.seconds.update(encode=t_encode, search=t_search,
+                        answers=time.perf_counter() - t1 - t_search)
     return answers
 
   # -- the archive ----------------------------------------------------------
@@ -359,6 +364,7 @@ class Engine:
                  step=index.source.get('step'),
                  method=index.source.get('method')),
         max_k=self.max_k, served=dict(self.served),
+        seconds=dict(self.seconds),
         batching=self._batcher.stats(),
         uptime_s=time.time() - self.started)
 

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from hashjax.archive import index as index_lib
+from hashjax.archive import topk
 
 
 def _identity(path):
@@ -38,18 +39,25 @@ class Snapshot:
     return {item_id: row for row, item_id in enumerate(self.index.ids)}
 
   @functools.cached_property
+  def codes(self):
+    """The packed codes held on the device (hashjax/archive/topk.py
+    OnDevice): copied once per version, not per query."""
+    return topk.OnDevice(self.index.packed)
+
+  @functools.cached_property
   def _label_rows(self):
     return {}
 
   def label_rows(self, name):
-    """Rows of the items with label `name` (KeyError if not a class)."""
+    """(rows, their codes OnDevice or None if no row) of the items with
+    label `name` (KeyError if it is not a class of the index)."""
     names = self.index.class_names or []
     if self.index.labels is None or name not in names:
       raise KeyError(name)
     if name not in self._label_rows:
       rows = np.flatnonzero(self.index.labels[:, names.index(name)] > 0)
-      self._label_rows[name] = (rows, np.ascontiguousarray(
-          self.index.packed[rows]))
+      self._label_rows[name] = (rows, topk.OnDevice(
+          np.asarray(self.index.packed[rows])) if len(rows) else None)
     return self._label_rows[name]
 
   def labels_of(self, row):
@@ -76,7 +84,7 @@ class Watcher:
   def _load(self, version):
     identity = _identity(self.path)   # before reading: a later change reloads
     snap = Snapshot(index_lib.load(self.path), identity, version)
-    snap.rows_by_id   # pylint: disable=pointless-statement  (built here)
+    snap.rows_by_id, snap.codes   # pylint: disable=pointless-statement  (built here)
     return snap
 
   def check(self):
