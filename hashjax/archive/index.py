@@ -155,6 +155,10 @@ class Index:
     self.ids = header['ids']
     self.labels = (None if header.get('labels') is None
                    else np.asarray(header['labels'], np.float32))
+    # One list per item is millions of objects for the garbage collector
+    # to walk in a long-running service: keep the array only.
+    header['labels'] = None if self.labels is None else 'see Index.labels'
+
     self.class_names = header.get('class_names')
     self.source = header.get('source', {})
 
