@@ -13,7 +13,10 @@ run's real network. Then, one run:
 
   1. the encoder alone (no server running): batches of 1 and 32 images
      through the run's network (the service's own encode step), images/s:
-     the ceiling for image queries on this machine;
+     the ceiling for image queries on this machine. As this machine's
+     speed drifts, the ratio of image queries/s at the most clients to it
+     comes from --rounds rounds of (the encoder alone for 5 s while the
+     server idles, then the service for 10 s), side by side;
   2. `python -m hashjax.serve` with micro-batching (its defaults), then
      without it (--max_batch=1). wrk (a C load generator, one connection
      per client, the next request as soon as the answer arrives) sends for
@@ -63,23 +66,25 @@ def grow_index(src, dst, n):
   return index_lib.load(dst, verify=False)
 
 
-def encoder_throughput(index_path, seconds):
-  """images/s of the run's encode step at batch 1 and 32 (compiled first;
-  the images already decoded, as in the trainer's inference)."""
-  from hashjax import retriever  # pylint: disable=g-import-not-at-top
-  r = retriever.Retriever.load(index=index_path)
-  size = r.run.config.input.image_size
-  out = {}
-  for batch in (1, 32):
+class Encoder:
+  """The run's encode step (the service's own) in this process: images/s
+  on batches of prepared images (compiled first), as the trainer's
+  inference measures it."""
+
+  def __init__(self, index_path):
+    from hashjax import retriever  # pylint: disable=g-import-not-at-top
+    self.r = retriever.Retriever.load(index=index_path)
+
+  def rate(self, batch, seconds):
+    size = self.r.run.config.input.image_size
     x = np.random.default_rng(0).integers(0, 255, (batch, size, size, 3),
                                           dtype=np.uint8)
-    r.encode_prepared(x)
+    self.r.encode_prepared(x)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-      r.encode_prepared(x)
+      self.r.encode_prepared(x)
       n += batch
-    out[batch] = n / (time.perf_counter() - t0)
-  return out
+    return n / (time.perf_counter() - t0)
 
 
 def free_port():
@@ -232,6 +237,8 @@ def main():
   p.add_argument('--n', type=int, default=1_000_000)
   p.add_argument('--clients', default='1,8,32')
   p.add_argument('--seconds', type=float, default=15.0)
+  p.add_argument('--rounds', type=int, default=3,
+                 help='encoder / service rounds for the ratio')
   p.add_argument('--keep', default='', help='keep the grown index here')
   p.add_argument('--server_args', default='',
                  help='more flags for hashjax.serve, space-separated')
@@ -253,9 +260,12 @@ def main():
   rng = np.random.default_rng(1)
   ids = [idx.ids[i] for i in rng.integers(0, len(idx), 4096)]
 
-  enc = encoder_throughput(path, min(a.seconds, 10.0))
+  encoder = Encoder(path)
+  enc = {b: encoder.rate(b, min(a.seconds, 10.0)) for b in (1, 32)}
   print(f'encoder: {enc[1]:.1f} img/s at batch 1, {enc[32]:.1f} img/s at '
         'batch 32', flush=True)
+  top = max(clients)
+  rounds = []
   if not shutil.which('wrk'):
     sys.exit('bench/serve.py needs wrk: apt-get install wrk')
   scripts = {kind: write_script(os.path.join(tmp, str(i)), kind, images, ids,
@@ -276,6 +286,18 @@ def main():
                 f'{r["qps"]:7.1f} q/s, p50 {r["p50"]:6.1f} ms, p99 '
                 f'{r["p99"]:6.1f} ms, mean batch {r["mean_batch"]:.1f}, '
                 f'{r["failures"]} failed', flush=True)
+      if batching == 'on':
+        # The ratio to the encoder, on a shared machine whose speed drifts:
+        # rounds of (the encoder alone with the server idle, then the
+        # service), side by side.
+        for i in range(a.rounds):
+          row = dict(encoder=encoder.rate(32, 5))
+          for kind in KINDS[:2]:
+            row[kind] = run_point(server, scripts[kind], top, 10)['qps']
+          rounds.append(row)
+          print(f'  round {i + 1}: encoder {row["encoder"]:.1f} img/s, '
+                + ', '.join(f'{k} {row[k]:.1f} q/s' for k in KINDS[:2]),
+                flush=True)
     finally:
       server.stop()
   cli = command_query(path, str(files[0]))
@@ -296,6 +318,19 @@ def main():
   print(f'| encoder alone, batch 1 / batch 32 (images/s) | - | - | '
         f'{enc[1]:.1f} / {enc[32]:.1f} | | | | |')
 
+  print(f'\nRounds, {top} clients: the encoder alone (batch 32, server idle),'
+        ' then the service, 10 s each:\n')
+  print('| round | encoder img/s | ' + ' | '.join(
+      f'{k} q/s | ratio' for k in KINDS[:2]) + ' |')
+  print('|---:|---:|' + '---:|---:|' * 2)
+  ratios = {k: [] for k in KINDS[:2]}
+  for i, row in enumerate(rounds, 1):
+    cells = []
+    for k in KINDS[:2]:
+      ratios[k].append(row[k] / row['encoder'])
+      cells.append(f'{row[k]:.1f} | {ratios[k][-1]:.2f}')
+    print(f'| {i} | {row["encoder"]:.1f} | ' + ' | '.join(cells) + ' |')
+
   def pick(kind, batching, c):
     return next((r for r in rows if r['kind'] == kind and
                  r['batching'] == batching and r['clients'] == c), None)
@@ -306,19 +341,14 @@ def main():
   if one:
     print(f'| image query, 1 client: p99 < 100 ms | {one["p99"]:.1f} ms | '
           f'{"yes" if one["p99"] < 100 else "NO"} |')
-  top = max(clients)
+  for k in KINDS[:2]:
+    if ratios[k]:
+      m = float(np.median(ratios[k]))
+      print(f'| {k} queries/s, {top} clients >= 0.8 x encoder batch 32 '
+            f'(median of {len(ratios[k])} rounds) | '
+            + ', '.join(f'{x:.2f}' for x in ratios[k]) + f' -> {m:.2f} x | '
+            f'{"yes" if m >= 0.8 else "NO"} |')
   many, off = pick('image (form)', 'on', top), pick('image (form)', 'off', top)
-  body = pick('image (body)', 'on', top)
-  if many:
-    ratio = many['qps'] / enc[32]
-    print(f'| image queries/s, {top} clients >= 0.8 x encoder batch 32 | '
-          f'{many["qps"]:.1f} / {enc[32]:.1f} = {ratio:.2f} x | '
-          f'{"yes" if ratio >= 0.8 else "NO"} |')
-  if body:
-    ratio = body['qps'] / enc[32]
-    print(f'| the same, the image as the body | '
-          f'{body["qps"]:.1f} / {enc[32]:.1f} = {ratio:.2f} x | '
-          f'{"yes" if ratio >= 0.8 else "NO"} |')
   if many and off:
     print(f'| micro-batching on vs off, {top} clients | '
           f'{many["qps"]:.1f} vs {off["qps"]:.1f} q/s = '

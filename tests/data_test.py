@@ -284,7 +284,7 @@ def test_pair_sources_lists_mismatches(tmp_path):
   assert "1 image(s) only in 'src2' (y/4)" in msg
 
 
-def test_decoding_an_upload_and_the_compiled_resize(small_rsscn7, tmp_path):
+def test_decoding_an_upload(small_rsscn7, tmp_path):
   """An upload's bytes decode to what the file's path decodes to (JPEG,
   PNG, TIFF), and bad bytes are a ValueError saying why."""
   from PIL import Image  # pylint: disable=g-import-not-at-top

@@ -11,6 +11,7 @@ checksums verified, before swapping it in; a file that fails to load leaves
 the old snapshot serving and its error in `Watcher.error`.
 """
 import functools
+import gc
 import os
 import threading
 import time
@@ -99,7 +100,11 @@ class Watcher:
         return False
       self.error = None
       self.current = snap
-      return True
+    # The new version's objects (ids, lookups) live until the next one:
+    # keep the garbage collector from walking them (serve.py does the same
+    # after start-up).
+    gc.freeze()
+    return True
 
   def _run(self):
     while not self._stop.wait(self.poll_s):
