@@ -39,7 +39,7 @@ _MAX_BATCH = flags.DEFINE_integer(
 _MAX_WAIT_MS = flags.DEFINE_float(
     'max_wait_ms', 50.0, 'The longest a batch waits for more queries.')
 _GAP_MS = flags.DEFINE_float(
-    'gap_ms', 10.0, 'A batch starts once no new query came for this long.')
+    'gap_ms', 25.0, 'A batch starts once no new query came for this long.')
 _MAX_K = flags.DEFINE_integer('max_k', 1000, 'The largest k a query may ask.')
 _MAX_UPLOAD_MB = flags.DEFINE_float('max_upload_mb', 10.0,
                                     'Largest request body (an upload), MB.')

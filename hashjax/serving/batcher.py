@@ -27,7 +27,7 @@ import time
 class Batcher:
   """See the module doc. `stats()` counts batches and their sizes."""
 
-  def __init__(self, fn, max_batch=32, max_wait_s=0.05, gap_s=0.01):
+  def __init__(self, fn, max_batch=32, max_wait_s=0.05, gap_s=0.025):
     if max_batch < 1:
       raise ValueError(f'max_batch must be >= 1, got {max_batch}.')
     self.fn, self.max_batch = fn, max_batch

@@ -102,15 +102,15 @@ class Engine:
   Args:
     retriever: a hashjax.Retriever (model and index loaded).
     max_batch: most queries per batch (1 = no micro-batching).
-    max_wait_s, gap_s: a batch waits for more queries while they keep
-      coming (hashjax/serving/batcher.py): until none came for gap_s, at
-      most max_wait_s.
+    max_wait_s, gap_s: with company, a batch waits for more queries while
+      they keep coming (hashjax/serving/batcher.py): until none came for a
+      tenth of the last batch's time (at most gap_s), at most max_wait_s.
     max_k: the largest k a query may ask for.
     poll_s: how often the index file is checked for a new version.
   """
 
   def __init__(self, retriever, *, max_batch=32, max_wait_s=0.05,
-               gap_s=0.01, max_k=1000, poll_s=1.0):
+               gap_s=0.025, max_k=1000, poll_s=1.0):
     self.retriever = retriever
     self.bits = retriever.bits
     self.max_k = max_k
