@@ -27,28 +27,6 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
 
-_INDEX = flags.DEFINE_string('index', None, 'The index file to serve.')
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, "The trained run (default: the index's own).")
-_HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to bind; '
-                            '0.0.0.0 serves other machines too.')
-_PORT = flags.DEFINE_integer('port', 8000, 'Port.')
-_MAX_BATCH = flags.DEFINE_integer(
-    'max_batch', 32, 'Most queries encoded and searched together '
-    '(1: no micro-batching).')
-_MAX_WAIT_MS = flags.DEFINE_float(
-    'max_wait_ms', 50.0, 'The longest a batch waits for more queries.')
-_GAP_MS = flags.DEFINE_float(
-    'gap_ms', 25.0, 'A batch starts once no new query came for this long.')
-_MAX_K = flags.DEFINE_integer('max_k', 1000, 'The largest k a query may ask.')
-_MAX_UPLOAD_MB = flags.DEFINE_float('max_upload_mb', 10.0,
-                                    'Largest request body (an upload), MB.')
-_UPLOAD_DIR = flags.DEFINE_string(
-    'upload_dir', None, 'Accept new items (POST /api/items) and store their '
-    'images here. Off by default.')
-_POLL_S = flags.DEFINE_float('poll_s', 1.0,
-                             'How often to look for a new index version.')
-
 
 def main(argv):
   if len(argv) > 1:
@@ -99,5 +77,34 @@ def main(argv):
     engine.close()
 
 
+def _define_flags():
+  """The command's flags, defined only when run as a program (importing
+  hashjax.serve beside hashjax.main defines no flag twice)."""
+  global _INDEX, _WORKDIR, _HOST, _PORT, _MAX_BATCH, _MAX_WAIT_MS, _GAP_MS  # pylint: disable=global-statement
+  global _MAX_K, _MAX_UPLOAD_MB, _UPLOAD_DIR, _POLL_S  # pylint: disable=global-statement
+  _INDEX = flags.DEFINE_string('index', None, 'The index file to serve.')
+  _WORKDIR = flags.DEFINE_string(
+      'workdir', None, "The trained run (default: the index's own).")
+  _HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to bind; '
+                              '0.0.0.0 serves other machines too.')
+  _PORT = flags.DEFINE_integer('port', 8000, 'Port.')
+  _MAX_BATCH = flags.DEFINE_integer(
+      'max_batch', 32, 'Most queries encoded and searched together '
+      '(1: no micro-batching).')
+  _MAX_WAIT_MS = flags.DEFINE_float(
+      'max_wait_ms', 50.0, 'The longest a batch waits for more queries.')
+  _GAP_MS = flags.DEFINE_float(
+      'gap_ms', 25.0, 'A batch starts once no new query came for this long.')
+  _MAX_K = flags.DEFINE_integer('max_k', 1000, 'The largest k a query may ask.')
+  _MAX_UPLOAD_MB = flags.DEFINE_float('max_upload_mb', 10.0,
+                                      'Largest request body (an upload), MB.')
+  _UPLOAD_DIR = flags.DEFINE_string(
+      'upload_dir', None, 'Accept new items (POST /api/items) and store their '
+      'images here. Off by default.')
+  _POLL_S = flags.DEFINE_float('poll_s', 1.0,
+                               'How often to look for a new index version.')
+
+
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
