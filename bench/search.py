@@ -1,16 +1,19 @@
-"""Exact Hamming top-k search: hashjax vs faiss IndexBinaryFlat vs numpy.
+"""Exact Hamming top-k search: hashjax vs faiss IndexBinaryFlat (vs numpy).
 
-  python bench/search.py [--n=1000000] [--queries=1000] [--k=100]
-                         [--bits=64,128]
+  python bench/search.py [--n=1000000] [--queries=1000] [--k=1,10,100,1000]
+                         [--bits=64,128] [--codes=random,clustered] [--numpy]
 
-Random codes, one run, side by side; queries/s, the ratio to faiss and the
-memory per code. hashjax: hashjax/archive/topk.py (bit-packed uint32
-words, XOR + popcount, select by counting), compiled before timing. faiss:
-IndexBinaryFlat (its own threads, here all cores). numpy: packbits words,
-np.bitwise_count, argpartition + a stable sort of the k (16 queries at a
-time). hashjax's results are checked against faiss's (distances equal;
-faiss breaks ties its own way, so ids are compared where the distance is
-below the k-th).
+One run, side by side; queries/s and the ratio to faiss. Codes: uniformly
+random, or clustered as a trained model makes them (--centres centres, each
+code a centre with --flip of its bits flipped, the database in random
+order). hashjax: hashjax/archive/topk.py (bit-packed uint32 words, XOR +
+popcount, select by counting), compiled before timing, two ways: the index
+as a numpy array (each search copies it to the device: the command line)
+and `topk.OnDevice` (copied once: the service, a notebook). faiss:
+IndexBinaryFlat (its own threads, here all cores). numpy (--numpy):
+packbits words, np.bitwise_count, argpartition + a stable sort of the k.
+hashjax's distances are checked equal to faiss's, and ids where the
+distance is below the k-th (faiss breaks ties its own way).
 """
 import argparse
 import os
@@ -41,54 +44,69 @@ def timed(fn, *args):
   return out, time.perf_counter() - t0
 
 
+def make_codes(kind, n, q, bits, rng, centres=7, flip=0.1):
+  if kind == 'random':
+    c = rng.integers(0, 2, (n + q, bits))
+  else:
+    centre = rng.integers(0, 2, (centres, bits))
+    c = centre[rng.integers(0, centres, n + q)]
+    c = np.where(rng.random((n + q, bits)) < flip, 1 - c, c)
+  c = c.astype(np.int8) * 2 - 1
+  return c[:n], c[n:]
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--n', type=int, default=1_000_000)
   p.add_argument('--queries', type=int, default=1000)
-  p.add_argument('--k', type=int, default=100)
+  p.add_argument('--k', default='1,10,100,1000')
   p.add_argument('--bits', default='64,128')
+  p.add_argument('--codes', default='random,clustered')
+  p.add_argument('--centres', type=int, default=7)
+  p.add_argument('--flip', type=float, default=0.1)
+  p.add_argument('--numpy', action='store_true')
   a = p.parse_args()
-  try:
-    import faiss  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    faiss = None
-    print('faiss-cpu is not installed (pip install -e ".[bench]"): '
-          'its rows are skipped.')
+  import faiss  # pylint: disable=g-import-not-at-top
   rows = []
-  for bits in (int(b) for b in a.bits.split(',')):
-    rng = np.random.default_rng(bits)
-    db = rng.integers(0, 2, (a.n, bits)).astype(np.int8) * 2 - 1
-    q = rng.integers(0, 2, (a.queries, bits)).astype(np.int8) * 2 - 1
-    db_p, q_p = index.pack(db), index.pack(q)
-    if faiss is not None:   # first: JAX's CPU threads stay busy a while
+  for kind in a.codes.split(','):
+    for bits in (int(b) for b in a.bits.split(',')):
+      rng = np.random.default_rng(bits)
+      db, q = make_codes(kind, a.n, a.queries, bits, rng, a.centres, a.flip)
+      db_p, q_p = index.pack(db), index.pack(q)
       fidx = faiss.IndexBinaryFlat(bits)
-      db_b = np.packbits(db > 0, axis=1)
-      fidx.add(db_b)
-      (fd, fi), t_f = timed(fidx.search, np.packbits(q > 0, axis=1), a.k)
-      rows.append(('faiss IndexBinaryFlat', bits, a.queries / t_f,
-                   db_b.nbytes / a.n))
-    topk.search(q_p[:64], db_p, a.k, bits)        # compile
-    (hd, hi), t_h = timed(topk.search, q_p, db_p, a.k, bits)
-    rows.append(('hashjax', bits, a.queries / t_h, db_p.nbytes / a.n))
-    if faiss is not None:
-      assert np.array_equal(hd, fd), 'hashjax and faiss distances differ'
-      below = hd < hd[:, -1:]
-      assert all(set(hi[r][below[r]]) == set(fi[r][below[r]])
-                 for r in range(len(hi))), 'hashjax and faiss ids differ'
-    words64 = db_p.view(np.uint64) if bits % 64 == 0 else db_p
-    qwords = q_p.view(np.uint64) if bits % 64 == 0 else q_p
-    (nd, _), t_n = timed(numpy_search, qwords, words64, a.k)
-    assert np.array_equal(nd, hd)
-    rows.append(('numpy bitwise_count', bits, a.queries / t_n,
-                 words64.nbytes / a.n))
-  print(f'Exact top-{a.k}, {a.n:,} random codes, {a.queries:,} queries, '
-        f'{os.cpu_count()} CPU cores')
-  print('| method | bits | queries/s | vs faiss | bytes/code |')
-  print('|---|---|---|---|---|')
-  for name, bits, qps, per in rows:
-    ref = [r[2] for r in rows if r[1] == bits and r[0].startswith('faiss')]
-    ratio = f'{qps / ref[0]:.2f}x' if ref else 'n/a'
-    print(f'| {name} | {bits} | {qps:,.0f} | {ratio} | {per:.0f} |')
+      fidx.add(np.packbits(db > 0, axis=1))
+      fq = np.packbits(q > 0, axis=1)
+      held = topk.OnDevice(db_p)
+      for k in (int(x) for x in a.k.split(',')):
+        (fd, fi), t_f = timed(fidx.search, fq, k)
+        row = dict(codes=kind, bits=bits, k=k, faiss=a.queries / t_f)
+        for name, db_arg in (('hashjax', db_p), ('on device', held)):
+          topk.search(q_p[:64], db_arg, k, bits)        # compile
+          (hd, hi), t_h = timed(topk.search, q_p, db_arg, k, bits)
+          assert np.array_equal(hd, fd), 'hashjax and faiss distances differ'
+          below = hd < hd[:, -1:]
+          assert all(set(hi[r][below[r]]) == set(fi[r][below[r]])
+                     for r in range(len(hi))), 'hashjax and faiss ids differ'
+          row[name] = a.queries / t_h
+        if a.numpy:
+          words = db_p.view(np.uint64) if bits % 64 == 0 else db_p
+          qwords = q_p.view(np.uint64) if bits % 64 == 0 else q_p
+          (nd, _), t_n = timed(numpy_search, qwords, words, k)
+          assert np.array_equal(nd, fd)
+          row['numpy'] = a.queries / t_n
+        rows.append(row)
+        print(row, flush=True)
+  print(f'\nExact top-k, {a.n:,} codes, {a.queries:,} queries, '
+        f'{os.cpu_count()} CPU cores; clustered: {a.centres} centres, '
+        f'{a.flip:.0%} of bits flipped\n')
+  names = ['hashjax', 'on device'] + (['numpy'] if a.numpy else [])
+  print('| codes | bits | k | faiss q/s | ' + ' | '.join(
+      f'{n} q/s | vs faiss' for n in names) + ' |')
+  print('|---|---:|---:|---:|' + '---:|---:|' * len(names))
+  for r in rows:
+    print(f'| {r["codes"]} | {r["bits"]} | {r["k"]} | {r["faiss"]:,.0f} | '
+          + ' | '.join(f'{r[n]:,.0f} | {r[n] / r["faiss"]:.2f}x'
+                       for n in names) + ' |')
 
 
 if __name__ == '__main__':

@@ -208,15 +208,16 @@ class OnDevice:
                                max(unit, db_chunk // unit * unit)))
 
 
-def search(q_packed, db_packed, k, bits, *, query_block=64, group=32,
+def search(q_packed, db_packed, k, bits, *, query_block=None, group=32,
            fanout=16, max_groups=100, mesh=None, db_chunk=1 << 22):
   """Exact top-k of every query: (distances [Q, k], indices [Q, k]) numpy.
 
   `db_packed`: uint32 [N, W] (numpy or memory-mapped), or an OnDevice.
   k is clipped to the database size. Queries go in blocks of
-  `query_block`; the database in chunks of `db_chunk` codes (a memory-mapped
-  index is read one chunk at a time), each chunk's top k merging into the
-  running result by (distance, index). With several devices (or a `mesh`
+  `query_block` (default 64, or 16 for k > 256: each query then re-scores
+  k x group candidates); the database in chunks of `db_chunk` codes (a
+  memory-mapped index is read one chunk at a time), each chunk's top k
+  merging into the running result by (distance, index). With several devices (or a `mesh`
   with a 'data' axis) each chunk is split over them and the per-device
   results merged.
   """
@@ -231,6 +232,8 @@ def search(q_packed, db_packed, k, bits, *, query_block=64, group=32,
     mesh, unit = _mesh_and_unit(mesh, group, fanout)
     chunks = _chunks(db_packed, mesh, unit, max(unit,
                                                 db_chunk // unit * unit))
+  if query_block is None:
+    query_block = 64 if k <= 256 else 16
   q = np.asarray(q_packed, np.uint32)
   best_d = best_i = None
   for start, rows, db in chunks:
