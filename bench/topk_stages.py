@@ -6,8 +6,10 @@ Re-traces hashjax/archive/topk.py's topk_block up to each stage (distance
 pass; super-group selection; group selection; gathering and re-scoring the
 candidates; their exact top k) and prints the time of each prefix, jitted,
 median of 10 calls after compilation. The differences are the stages' costs.
-Random codes. Kept in step with topk_block by hand: a stage changed there
-must change here.
+Random codes. It times topk_block without sub-groups (sub=0: every k up
+to 256, and larger k before sub-groups existed; it measured why they were
+added). Kept in step with topk_block by hand: a stage changed there must
+change here.
 """
 import argparse
 import functools

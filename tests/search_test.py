@@ -59,6 +59,27 @@ def test_database_in_chunks(db_chunk):
   np.testing.assert_array_equal(i, want_i)
 
 
+@pytest.mark.parametrize('k, clusters', [(300, 0), (1000, 3), (700, 40)])
+def test_large_k_narrows_groups_to_sub_groups(k, clusters):
+  """k > 256 re-scores sub-groups of 8 (topk.sub_for) with the default
+  group of 32: the same exact top k, ties and duplicates included."""
+  assert topk.sub_for(k, 32) == 8 and topk.sub_for(100, 32) == 0
+  rng = np.random.default_rng(k)
+  n, bits = 20_000, 64
+  if clusters:
+    centres = rng.integers(0, 2, (clusters, bits))
+    codes = centres[rng.integers(0, clusters, n)]
+    codes = np.where(rng.random((n, bits)) < 0.05, 1 - codes, codes)
+  else:
+    codes = rng.integers(0, 2, (n, bits))
+  packed = index.pack(codes * 2 - 1)
+  q = packed[rng.integers(0, n, 20)] ^ np.uint32(rng.integers(0, 4))
+  d, i = topk.search(q, packed, k, bits)
+  want_d, want_i = reference(q, packed, k)
+  np.testing.assert_array_equal(d, want_d)
+  np.testing.assert_array_equal(i, want_i)
+
+
 @pytest.mark.parametrize('db_chunk', [1000, 1 << 22])
 def test_a_database_held_on_the_device(db_chunk):
   """topk.OnDevice (copied once, searched many times by a service): the

@@ -91,7 +91,7 @@ def _select(minima, k, m, bits):
 
 
 def topk_block(q, db, n_valid, *, k, bits, group=32, fanout=16,
-               max_groups=100):
+               max_groups=100, sub=0):
   """Exact top-k for a block of queries.
 
   Args:
@@ -102,6 +102,9 @@ def topk_block(q, db, n_valid, *, k, bits, group=32, fanout=16,
     k: results per query, k <= n_valid.
     bits: code length.
     group: codes per group; fanout: groups per super-group.
+    sub: 0, or codes per sub-group (dividing group): the groups picked are
+      narrowed to sub-groups by the same selection before re-scoring, so a
+      large k re-scores k x sub codes instead of k x group.
   Returns:
     (distances [B, k] int32, indices [B, k] int32), ascending.
   """
@@ -110,9 +113,15 @@ def topk_block(q, db, n_valid, *, k, bits, group=32, fanout=16,
   far = bits + 1
   m = max(max_groups, k)
   valid = jnp.arange(n) < n_valid
-  # One fused pass: distances reduced to their minimum per group.
-  cmin = jnp.where(valid[None], _distances(q, db), far).reshape(
-      b, g, group).min(-1)                                    # [B, G]
+  # One fused pass: distances reduced to their minimum per group (per
+  # sub-group first, with sub).
+  dist = jnp.where(valid[None], _distances(q, db), far)
+  if sub:
+    per = group // sub
+    submin = dist.reshape(b, g * per, sub).min(-1)            # [B, G*per]
+    cmin = submin.reshape(b, g, per).min(-1)                  # [B, G]
+  else:
+    cmin = dist.reshape(b, g, group).min(-1)                  # [B, G]
   # Super-groups of `fanout` groups: pick those that can hold the top k
   # (_select), then the groups within them, then re-score their codes.
   smin = cmin.reshape(b, g // fanout, fanout).min(-1)
@@ -125,8 +134,20 @@ def topk_block(q, db, n_valid, *, k, bits, group=32, fanout=16,
   pok = pos < gmin.shape[1]
   groups = jnp.where(pok, jnp.take_along_axis(
       gidx, jnp.where(pok, pos, 0), 1), g)
-  rows = (groups[:, :, None] * group + jnp.arange(group)).reshape(b, -1)
-  ok = (rows < n_valid) & (jnp.repeat(groups, group, axis=1) < g)
+  if sub:   # the same step once more: sub-groups within the groups picked
+    sidx = (groups[:, :, None] * per + jnp.arange(per)).reshape(b, -1)
+    sok = jnp.repeat(groups < g, per, axis=1)
+    smin2 = jnp.where(sok, jnp.take_along_axis(
+        submin, jnp.where(sok, sidx, 0), 1), far)             # [B, m*per]
+    spos = _select(smin2, k, m, bits)                         # [B, m]
+    spok = spos < smin2.shape[1]
+    units = jnp.where(spok, jnp.take_along_axis(
+        sidx, jnp.where(spok, spos, 0), 1), g * per)
+    size, count = sub, g * per
+  else:
+    units, size, count = groups, group, g
+  rows = (units[:, :, None] * size + jnp.arange(size)).reshape(b, -1)
+  ok = (rows < n_valid) & (jnp.repeat(units, size, axis=1) < count)
   safe = jnp.where(ok, rows, 0)
   cand = jax.vmap(lambda qq, r: _distances(qq[None], db[r])[0])(q, safe)
   cand = jnp.where(ok, cand, far)
@@ -134,11 +155,17 @@ def topk_block(q, db, n_valid, *, k, bits, group=32, fanout=16,
 
 
 _topk_block_jit = jax.jit(topk_block, static_argnames=(
-    'k', 'bits', 'group', 'fanout', 'max_groups'))
+    'k', 'bits', 'group', 'fanout', 'max_groups', 'sub'))
+
+
+def sub_for(k, group):
+  """Sub-groups of 8 codes when k is large (k x group candidates would
+  dominate: bench/topk_stages.py), else none."""
+  return 8 if k > 256 and group > 8 and group % 8 == 0 else 0
 
 
 @functools.lru_cache(maxsize=16)
-def _sharded_topk(mesh, k, bits, group, fanout, max_groups, local_n):
+def _sharded_topk(mesh, k, bits, group, fanout, max_groups, local_n, sub=0):
   """top-k with the database split over mesh axis 'data': each device
   ranks its shard (global indices), then the D x k candidates merge by
   (distance, index)."""
@@ -148,7 +175,7 @@ def _sharded_topk(mesh, k, bits, group, fanout, max_groups, local_n):
     offset = jax.lax.axis_index('data') * local_n
     d, i = topk_block(q, db, jnp.clip(n_valid - offset, 0, local_n), k=k,
                       bits=bits, group=group, fanout=fanout,
-                      max_groups=max_groups)
+                      max_groups=max_groups, sub=sub)
     # Rows past the shard's real codes come back at distance bits + 1.
     return d, jnp.where(d <= bits, i + offset, jnp.iinfo(jnp.int32).max)
 
@@ -240,10 +267,12 @@ def search(q_packed, db_packed, k, bits, *, query_block=None, group=32,
     kk = min(k, rows)
     if mesh is not None:
       step = _sharded_topk(mesh, kk, bits, group, fanout, max_groups,
-                           db.shape[0] // mesh.devices.size)
+                           db.shape[0] // mesh.devices.size,
+                           sub_for(kk, group))
     else:
       step = functools.partial(_topk_block_jit, k=kk, bits=bits, group=group,
-                               fanout=fanout, max_groups=max_groups)
+                               fanout=fanout, max_groups=max_groups,
+                               sub=sub_for(kk, group))
     out_d, out_i = [], []
     for s in range(0, len(q), query_block):
       block = q[s:s + query_block]
