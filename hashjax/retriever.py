@@ -162,13 +162,10 @@ class Retriever:
       raise ValueError(f'k must be a positive integer, got {k!r}.')
     dist, rows = topk.search(index_lib.pack(q), self.index.packed, k,
                              self.bits, query_block=topk.block_for(len(q)))
-    names = self.index.class_names or []
-    labels = [[[names[j] for j in np.flatnonzero(self.index.labels[r])]
-               if self.index.labels is not None else [] for r in row]
-              for row in rows]
     return Hits(ids=[[self.index.ids[r] for r in row] for row in rows],
                 distances=np.asarray(dist), rows=np.asarray(rows),
-                labels=labels)
+                labels=[[self.index.label_names(r) for r in row]
+                        for row in rows])
 
   def add(self, images, ids=None, labels=None):
     """Encodes `images` and appends them to the index file (ids default to
@@ -179,8 +176,6 @@ class Retriever:
       if not all(isinstance(x, (str, os.PathLike)) for x in images):
         raise ValueError('add(images) of arrays or PIL images needs ids=.')
       ids = [os.fspath(x) for x in images]
-    source = {k: self.index.source.get(k)
-              for k in ('workdir', 'step', 'method', 'bits')}
     self.index = index_lib.append(self.index_path, self.encode(images), ids,
-                                  labels=labels, source=source)
+                                  labels=labels, source=self.index.network())
     return len(self.index)

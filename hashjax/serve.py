@@ -9,9 +9,9 @@ codes) and the index once, compiles every batch shape once, then serves
 (hashjax/serving/app.py lists the routes; the schema is at /docs). Queries
 that arrive together are encoded and searched as one batch
 (--max_batch, --gap_ms, --max_wait_ms; --max_batch=1 turns that off).
-The index may grow while served: `python -m hashjax.search ... --append` from another
-process, or POST /api/items with --upload_dir; queries see the new index
-once it is complete (hashjax/serving/snapshot.py).
+The index may grow while served: `python -m hashjax.search ... --append`
+from another process, or POST /api/items with --upload_dir; queries see the
+new index once it is complete (hashjax/serving/snapshot.py).
 
 Binds 127.0.0.1 (this machine only) unless --host says otherwise.
 """

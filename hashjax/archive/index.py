@@ -158,12 +158,23 @@ class Index:
     # One list per item is millions of objects for the garbage collector
     # to walk in a long-running service: keep the array only.
     header['labels'] = None if self.labels is None else 'see Index.labels'
-
     self.class_names = header.get('class_names')
     self.source = header.get('source', {})
 
   def __len__(self):
     return self.header['count']
+
+  def label_names(self, row):
+    """Class names of row `row` ([] without labels)."""
+    if self.labels is None or not self.class_names:
+      return []
+    return [self.class_names[j] for j in np.flatnonzero(self.labels[row])]
+
+  def network(self):
+    """The run, checkpoint step, method and bits that made the codes (the
+    `source` an append of more codes from the same network passes)."""
+    return {k: self.source.get(k) for k in ('workdir', 'step', 'method',
+                                            'bits')}
 
   def codes(self, rows=None):
     """±1 codes of `rows` (all by default)."""

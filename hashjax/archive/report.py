@@ -12,9 +12,7 @@ import numpy as np
 
 
 def _label_of(idx, row):
-  if idx.labels is None or not idx.class_names:
-    return ''
-  return ','.join(idx.class_names[j] for j in np.flatnonzero(idx.labels[row]))
+  return ','.join(idx.label_names(row))
 
 
 def _relevant(idx, q_label, row):

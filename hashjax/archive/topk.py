@@ -241,12 +241,12 @@ def search(q_packed, db_packed, k, bits, *, query_block=None, group=32,
 
   `db_packed`: uint32 [N, W] (numpy or memory-mapped), or an OnDevice.
   k is clipped to the database size. Queries go in blocks of
-  `query_block` (default 64, or 16 for k > 256: each query then re-scores
-  k x group candidates); the database in chunks of `db_chunk` codes (a
-  memory-mapped index is read one chunk at a time), each chunk's top k
-  merging into the running result by (distance, index). With several devices (or a `mesh`
-  with a 'data' axis) each chunk is split over them and the per-device
-  results merged.
+  `query_block` (default 64, or 16 for k > 256, when each query re-scores
+  k x 8 candidates: `sub_for`); the database in chunks of `db_chunk` codes
+  (a memory-mapped index is read one chunk at a time), each chunk's top k
+  merging into the running result by (distance, index). With several
+  devices (or a `mesh` with a 'data' axis) each chunk is split over them
+  and the per-device results merged.
   """
   n = db_packed.shape[0]
   k = int(min(k, n))

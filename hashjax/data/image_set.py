@@ -49,7 +49,7 @@ def _check_image(path):
     try:
       shape = input_pipeline.decode(tf.constant(str(path))).shape
     except tf.errors.OpError as e:
-      return e.message.split(' [Op:')[0].split('}} ')[-1]
+      return input_pipeline.op_error_text(e)
     if min(shape[:2]) < 1:
       return 'empty image'
   except Exception as e:  # pylint: disable=broad-except

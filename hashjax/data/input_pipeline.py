@@ -41,6 +41,10 @@ def decode(path):
 _TIFF_MAGIC = (b'II*\x00', b'MM\x00*')
 
 
+def op_error_text(error):
+  """A TF op error's own message, without the op and node decoration."""
+  return error.message.split(' [Op:')[0].split('}} ')[-1]
+
 
 def decode_bytes(data):
   """`decode` for an image's bytes (an upload): TIFF (by its magic number)
@@ -56,7 +60,7 @@ def decode_bytes(data):
       image = tf.io.decode_image(data, channels=3,
                                  expand_animations=False).numpy()
   except tf.errors.OpError as e:
-    raise ValueError(e.message.split(' [Op:')[0].split('}} ')[-1]) from None
+    raise ValueError(op_error_text(e)) from None
   except (OSError, SyntaxError, ValueError) as e:   # Pillow's errors
     raise ValueError(f'{type(e).__name__}: {e}') from None
   if image.ndim != 3 or min(image.shape[:2]) < 1:

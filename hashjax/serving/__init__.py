@@ -1,1 +1,2 @@
-"""A retrieval service: micro-batched queries over an index that can grow while served (engine), its HTTP API and web page (app)."""
+"""A retrieval service: micro-batched queries over an index that can grow
+while served (engine, batcher, snapshot), its HTTP API and page (app)."""

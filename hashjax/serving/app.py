@@ -112,7 +112,7 @@ async def _send_json(send, status, detail):
   await send({'type': 'http.response.body', 'body': body})
 
 
-def _answer_json(engine, answer, kind, query_labels=None):
+def _answer_json(answer, kind, query_labels=None):
   query_labels = (answer.query_labels if answer.query_labels is not None
                   else query_labels)
   results = []
@@ -209,7 +209,7 @@ def create_app(engine, *, max_upload_bytes=10 << 20, upload_dir=None):
     result = await asyncio.wrap_future(future)
     # A JSONResponse directly: FastAPI's generic encoder costs more than
     # the search.
-    return JSONResponse(_answer_json(engine, result, kind, query_labels))
+    return JSONResponse(_answer_json(result, kind, query_labels))
 
   @app.get('/', response_class=HTMLResponse, include_in_schema=False)
   async def index_page():

@@ -222,7 +222,7 @@ class Engine:
                               'index.', 404)
           continue
         codes[i] = snap.index.codes([row])[0]
-        query_labels[i] = snap.labels_of(row)
+        query_labels[i] = snap.index.label_names(row)
     t_encode = time.perf_counter() - t0
     groups = collections.defaultdict(list)
     for i, q in enumerate(queries):
@@ -264,7 +264,7 @@ class Engine:
       answers.append(Answer(
           rows=rows, ids=[snap.index.ids[r] for r in rows],
           distances=[int(d) for d in dist],
-          labels=[snap.labels_of(r) for r in rows], code=codes[i],
+          labels=[snap.index.label_names(r) for r in rows], code=codes[i],
           query_labels=query_labels[i], index_version=snap.version,
           timing_ms=dict(queue=waits[i] * 1e3, encode=t_encode * 1e3,
                          search=t_search * 1e3, batch=len(queries))))
@@ -280,7 +280,7 @@ class Engine:
     if not 0 <= row < len(snap.index):
       raise QueryError(f'No item at row {row}: the index has '
                        f'{len(snap.index):,} items.', 404)
-    return snap.index.ids[row], snap.labels_of(row)
+    return snap.index.ids[row], snap.index.label_names(row)
 
   def add(self, files, upload_dir, labels=None):
     """Appends uploaded images (a list of (name, bytes)) to the index:
@@ -332,10 +332,8 @@ class Engine:
           with open(tmp, 'wb') as f:
             f.write(data)
           os.replace(tmp, path)
-      source = {k: index.source.get(k)
-                for k in ('workdir', 'step', 'method', 'bits')}
       index_lib.append(self.watcher.path, codes, ids, labels=label_rows,
-                       source=source)
+                       source=index.network())
       self.watcher.check()
     return ids
 

@@ -61,13 +61,6 @@ class Snapshot:
           np.asarray(self.index.packed[rows])) if len(rows) else None)
     return self._label_rows[name]
 
-  def labels_of(self, row):
-    """Class names of index row `row` ([] without labels)."""
-    if self.index.labels is None:
-      return []
-    names = self.index.class_names
-    return [names[j] for j in np.flatnonzero(self.index.labels[row])]
-
 
 class Watcher:
   """Keeps `current` (a Snapshot) equal to the index file's latest
