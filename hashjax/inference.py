@@ -39,18 +39,23 @@ def _progress(what, done, total, t0, last):
   return last
 
 
-def infer(step, variables, image_set, ids, input_config, mesh, what=''):
+def infer(step, variables, image_set, ids, input_config, mesh, what='',
+          readable=None):
   """step(variables, images) on the images `ids`: [len(ids), D] float32.
 
   Args:
     input_config: `config.input` (eval_batch_size, image_size,
       resize_size).
     what: a label for progress lines (every 10 s; none if empty).
+    readable: None (an unreadable image stops with an error), or a bool
+      array [len(ids)] that receives which images were read: the others
+      are skipped (their rows stay 0) for the caller to list.
   """
   ds = input_pipeline.inference(
       image_set, ids, global_batch=input_config.eval_batch_size,
       image_size=input_config.image_size,
-      resize_size=input_config.resize_size)
+      resize_size=input_config.resize_size,
+      skip_unreadable=readable is not None)
   out = None
   t0 = last = time.time()
   done = 0
@@ -63,16 +68,19 @@ def infer(step, variables, image_set, ids, input_config, mesh, what=''):
     if out is None:
       out = np.zeros((len(ids), y.shape[1]), np.float32)
     out[index[keep]] = y[keep]
-    done += int(keep.sum()) * jax.process_count()
+    if readable is not None:
+      readable[index[keep]] = True
+    done += int(keep.sum())   # keep spans every host
     last = _progress(what, min(done, len(ids)), len(ids), t0, last)
   return out
 
 
 def encode(encode_step, variables, image_set, ids, input_config, mesh,
-           what='encoding'):
-  """Binary codes [len(ids), bits] int8 of the images `ids`."""
+           what='encoding', readable=None):
+  """Binary codes [len(ids), bits] int8 of the images `ids` (`readable`:
+  as in `infer`)."""
   return codes.binarize(infer(encode_step, variables, image_set, ids,
-                              input_config, mesh, what))
+                              input_config, mesh, what, readable))
 
 
 def encoder(model, variables, input_config, mesh):

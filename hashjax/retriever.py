@@ -26,6 +26,7 @@ from hashjax import inference
 from hashjax import parallel
 from hashjax import restore
 from hashjax.archive import index as index_lib
+from hashjax.archive import shards
 from hashjax.archive import topk
 from hashjax.data import image_set as image_set_lib
 from hashjax.data import input_pipeline
@@ -68,7 +69,7 @@ class Retriever:
     if index is None:
       raise ValueError('Retriever.load needs index=PATH (build one with '
                        'python -m hashjax.search --workdir=RUN --out=PATH).')
-    idx = index_lib.load(index)
+    idx = shards.load(index)
     workdir = workdir or idx.source.get('workdir')
     if not workdir:
       raise ValueError(f'{index!r} does not name its run; pass workdir=.')
@@ -176,6 +177,6 @@ class Retriever:
       if not all(isinstance(x, (str, os.PathLike)) for x in images):
         raise ValueError('add(images) of arrays or PIL images needs ids=.')
       ids = [os.fspath(x) for x in images]
-    self.index = index_lib.append(self.index_path, self.encode(images), ids,
-                                  labels=labels, source=self.index.network())
+    self.index = shards.append(self.index_path, self.encode(images), ids,
+                               labels=labels, source=self.index.network())
     return len(self.index)

@@ -73,13 +73,31 @@ def _database(run):
 
 
 def build(workdir, out, images=None, append=False, tfds_data_dir='',
-          allow_other_network=False):
-  """Writes (or extends) an index; returns the Index."""
+          allow_other_network=False, shard_size=None, log=print):
+  """Writes (or extends) an index; returns the Index (or ShardedIndex).
+
+  `out` a directory (or a new path without .hjidx) makes a sharded index:
+  images are then encoded shard by shard, resumably, on every device and
+  host (hashjax/archive/encode.py)."""
   from hashjax import restore  # pylint: disable=g-import-not-at-top
   from hashjax.archive import index  # pylint: disable=g-import-not-at-top
+  from hashjax.archive import shards  # pylint: disable=g-import-not-at-top
   run = restore.load(workdir)
   source = dict(workdir=os.path.abspath(workdir), step=run.step,
                 method=run.config.method, bits=run.config.bits)
+  sharded = shards.is_sharded(out)
+  if images and sharded and not images.startswith('tfds:'):
+    from hashjax.archive import encode  # pylint: disable=g-import-not-at-top
+    from hashjax.data import sources  # pylint: disable=g-import-not-at-top
+    source['images'] = images
+    summary = encode.encode(run.encoder(), sources.for_archive(images), out,
+                            source=source, shard_size=shard_size or 1 << 16,
+                            append=append,
+                            allow_other_network=allow_other_network, log=log)
+    if summary.get('unreadable'):
+      log(f'{len(summary["unreadable"])} unreadable image(s) left out, '
+          f'listed in {os.path.join(out, "unreadable.txt")}')
+    return shards.load(out, verify=False)
   if images:
     image_set = image_source(images, tfds_data_dir)
     source['images'] = (images if images.startswith('tfds:')
@@ -98,9 +116,12 @@ def build(workdir, out, images=None, append=False, tfds_data_dir='',
   if not names:          # a flat folder: an index without labels.
     labels = names = None
   if append:
-    return index.append(out, c, ids, labels=labels, source=source,
-                        class_names=names,
-                        allow_other_network=allow_other_network)
+    return shards.append(out, c, ids, labels=labels, source=source,
+                         class_names=names,
+                         allow_other_network=allow_other_network)
+  if sharded:
+    return shards.save(out, c, ids, labels=labels, class_names=names,
+                       source=source)
   index.save(out, c, ids, labels=labels, class_names=names, source=source)
   return index.load(out, verify=False)   # just written
 
@@ -142,11 +163,12 @@ def search(index_path, queries, k=20, workdir=None, timing=None):
   t0 = time.perf_counter()
   from hashjax import restore  # pylint: disable=g-import-not-at-top
   from hashjax.archive import index as index_lib  # pylint: disable=g-import-not-at-top
+  from hashjax.archive import shards  # pylint: disable=g-import-not-at-top
   from hashjax.archive import topk  # pylint: disable=g-import-not-at-top
   from hashjax.data import image_set as image_set_lib  # pylint: disable=g-import-not-at-top
   timing['import'] = time.perf_counter() - t0
   t0 = time.perf_counter()
-  idx = index_lib.load(index_path)
+  idx = shards.load(index_path)
   workdir = workdir or idx.source.get('workdir')
   if not workdir:
     raise ValueError(f'{index_path!r} does not name the run that built it; '
@@ -194,10 +216,25 @@ def main(argv):
     if _OUT.value:
       if not _WORKDIR.value:
         sys.exit('hashjax.search: building an index needs --workdir=RUN.')
+      from hashjax import parallel  # pylint: disable=g-import-not-at-top
+      parallel.initialize_distributed()
       idx = build(_WORKDIR.value, _OUT.value, _IMAGES.value, _APPEND.value,
-                  _TFDS_DATA_DIR.value, _ALLOW_OTHER.value)
+                  _TFDS_DATA_DIR.value, _ALLOW_OTHER.value, _SHARD_SIZE.value)
       print(f'index {_OUT.value}: {len(idx):,} codes of {idx.bits} bits '
-            f'from {idx.source.get("workdir")}')
+            f'from {idx.source.get("workdir")}'
+            + (f' in {len(idx.shards)} shard(s)' if hasattr(idx, 'shards')
+               else ''))
+      return
+    if _COMPACT.value:
+      if not _INDEX.value:
+        sys.exit('hashjax.search: --compact needs --index=DIR.')
+      from hashjax.archive import shards  # pylint: disable=g-import-not-at-top
+      if not os.path.isdir(_INDEX.value):
+        sys.exit(f'hashjax.search: --compact: {_INDEX.value!r} is not a '
+                 'sharded index (a folder).')
+      before, after = shards.compact(_INDEX.value,
+                                     _SHARD_SIZE.value or 1 << 22)
+      print(f'index {_INDEX.value}: {before} shard(s) -> {after}')
       return
     if _REPORT.value:
       report.check_report_path(_REPORT.value)
@@ -222,7 +259,7 @@ def _define_flags():
   """The command's flags, defined only when run as a program (so importing
   hashjax.search next to hashjax.convert defines no flag twice)."""
   global _INDEX, _QUERY, _K, _REPORT, _WORKDIR, _OUT, _IMAGES, _APPEND  # pylint: disable=global-statement
-  global _TFDS_DATA_DIR, _ALLOW_OTHER  # pylint: disable=global-statement
+  global _TFDS_DATA_DIR, _ALLOW_OTHER, _SHARD_SIZE, _COMPACT  # pylint: disable=global-statement
   _INDEX = flags.DEFINE_string('index', None, 'Index file to search.')
   _QUERY = flags.DEFINE_string(
       'query', None, 'An image, a folder of images, or a .txt list of paths.')
@@ -232,7 +269,15 @@ def _define_flags():
   _WORKDIR = flags.DEFINE_string('workdir', None,
                                  'Trained run (build, or override the '
                                  "index's own run when querying).")
-  _OUT = flags.DEFINE_string('out', None, 'Index file to write (build).')
+  _OUT = flags.DEFINE_string(
+      'out', None, 'Index to write (build): a FILE.hjidx, or a folder for a '
+      'sharded index (encoded resumably on every device and host).')
+  _SHARD_SIZE = flags.DEFINE_integer(
+      'shard_size', None, 'Sharded index: images per shard when encoding '
+      '(default 65,536), or codes per shard after --compact (default '
+      '4,194,304).')
+  _COMPACT = flags.DEFINE_bool(
+      'compact', False, 'Merge the small shards of the sharded --index.')
   _IMAGES = flags.DEFINE_string(
       'images', None, 'Build: encode this <class>/<image> folder, or '
       "tfds:NAME[:SPLIT], instead of the run's database.")

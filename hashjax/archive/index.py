@@ -18,6 +18,7 @@ file is a clear error. `append` adds new codes after the old ones without
 re-encoding them, and refuses codes of another run or checkpoint unless
 asked. Writers hold `<file>.lock` (hashjax/locking.py): one at a time.
 """
+import collections
 import hashlib
 import json
 import os
@@ -258,6 +259,26 @@ def append(path, codes, ids, labels=None, source=None, class_names=None,
 def _append(path, codes, ids, labels, source, class_names,
             allow_other_network):
   old = load(path)
+  codes, labels = check_addition(old, codes, ids, labels, source,
+                                 class_names, allow_other_network)
+  packed = np.concatenate([np.asarray(old.packed), pack(codes)])
+  merged_labels = (None if labels is None else
+                   np.concatenate([old.labels, np.asarray(labels)]))
+  src = dict(old.source)
+  if source:
+    src.setdefault('appended', []).append(source)
+  _write(path, None, list(old.ids) + [str(i) for i in ids],
+         labels=merged_labels, class_names=old.class_names, source=src,
+         packed=packed, bits=old.bits)
+  return load(path, verify=False)   # just written from checked codes
+
+
+def check_addition(old, codes, ids, labels, source, class_names,
+                   allow_other_network):
+  """Checks that `codes` with `ids` and `labels` can join the index `old`
+  (same network unless allowed, same bits, labels if and only if it has
+  them, no id twice); returns (codes, labels mapped onto its classes)."""
+  path = old.path
   if (source and not allow_other_network and
       not _same_network(old.source, source)):
     raise ValueError(
@@ -278,20 +299,14 @@ def _append(path, codes, ids, labels, source, class_names,
     raise ValueError(f'{path!r} {"has" if old.labels is not None else "has no"}'
                      ' labels; pass labels for the new items '
                      f'{"too" if old.labels is not None else "only if it had"}.')
-  duplicate = set(old.ids).intersection(str(i) for i in ids)
+  fresh = [str(i) for i in ids]
+  duplicate = set(old.ids).intersection(fresh)
+  if len(set(fresh)) < len(fresh):
+    duplicate |= {i for i, n in collections.Counter(fresh).items() if n > 1}
   if duplicate:
     raise ValueError(f'{len(duplicate)} id(s) already in {path!r}, e.g. '
                      f'{sorted(duplicate)[:3]}.')
-  packed = np.concatenate([np.asarray(old.packed), pack(codes)])
-  merged_labels = (None if labels is None else
-                   np.concatenate([old.labels, np.asarray(labels)]))
-  src = dict(old.source)
-  if source:
-    src.setdefault('appended', []).append(source)
-  _write(path, None, list(old.ids) + [str(i) for i in ids],
-         labels=merged_labels, class_names=old.class_names, source=src,
-         packed=packed, bits=old.bits)
-  return load(path, verify=False)   # just written from checked codes
+  return codes, labels
 
 
 def _remap_labels(labels, names, target):

@@ -41,7 +41,7 @@ class ImageSet:
     return np.argmax(self.labels, axis=1)
 
 
-def _check_image(path):
+def check_image(path):
   """Fully decodes one image with the decoder training uses
   (input_pipeline.decode: Pillow accepts some damaged JPEGs that TensorFlow
   rejects). Returns None or the error text."""
@@ -71,7 +71,7 @@ _SKIP_HINT = ('Fix or remove them, or pass --config.data.skip_bad_images=True '
 def validate(paths, names, labels, skip_bad, what, hint=_SKIP_HINT):
   """Decodes every image; raises on the first bad ones unless skip_bad."""
   with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
-    errors = list(pool.map(_check_image, paths))
+    errors = list(pool.map(check_image, paths))
   bad = [i for i, e in enumerate(errors) if e]
   if bad and not skip_bad:
     listed = '\n'.join(f'  {paths[i]}: {errors[i]}' for i in bad[:10])

@@ -212,12 +212,15 @@ def _batched(ds, local, prefetch):
 
 
 def inference(image_set, ids, *, global_batch, image_size, resize_size=0,
-              prefetch=2):
+              prefetch=2, skip_unreadable=False):
   """Batches of `ids` padded to whole global batches, with a 'mask'.
 
   Every listed image appears exactly once with mask 1 over all hosts;
   padding has mask 0 and index -1 (big_vision `make_for_inference`).
-  `index` is the position in `ids`.
+  `index` is the position in `ids`. With skip_unreadable, an image that
+  fails to read or decode is left out instead of stopping the pipeline
+  (its `index` never appears: the caller lists it); every host still gives
+  the same number of batches, the last ones filled with padding.
   """
   ids = np.asarray(ids)
   ids, rows, mask = _pad(ids, np.arange(len(ids)), global_batch)
@@ -227,6 +230,15 @@ def inference(image_set, ids, *, global_batch, image_size, resize_size=0,
        np.zeros(len(keep), np.int64)))
   load = _load_fn(image_set, lambda im, pos, r: resize(im, image_size,
                                                        resize_size))
-  return _batched(ds.map(load, num_parallel_calls=tf.data.AUTOTUNE,
-                         deterministic=True),
-                  global_batch // jax.process_count(), prefetch)
+  local = global_batch // jax.process_count()
+  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if not skip_unreadable:
+    return _batched(ds, local, prefetch)
+  padding = dict(
+      image=tf.zeros([image_size, image_size, 3], tf.uint8),
+      label=tf.zeros([image_set.labels.shape[1]], tf.float32),
+      index=tf.constant(-1, tf.int32), mask=tf.constant(0.0, tf.float32))
+  ds = ds.ignore_errors().concatenate(
+      tf.data.Dataset.from_tensors(padding).repeat())
+  return ds.batch(local, drop_remainder=True).take(
+      len(keep) // local).prefetch(prefetch)

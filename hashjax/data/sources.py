@@ -86,6 +86,85 @@ def for_indexing(root):
                                 list(classes))
 
 
+def for_archive(spec):
+  """An archive to encode (hashjax.search --images with a sharded --out),
+  listed without decoding anything (unreadable images are found, listed
+  and left out while encoding). Through tf.io.gfile, so gs:// and the other
+  filesystems TensorFlow reads work:
+    - a folder: images in class sub-folders (label = the top-level
+      folder, images at any depth below it), or a flat folder (no labels);
+    - a .txt or .csv list, one image per line: `path` or
+      `path,label1;label2;...` (multi-label); relative paths are relative
+      to the list's folder.
+  Items are in sorted order, so a rerun lists the same archive the same
+  way (a resumed encode relies on it).
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  gfile = tf.io.gfile
+  spec = str(spec)
+  if spec.lower().endswith(('.txt', '.csv')) and gfile.exists(spec) and \
+      not gfile.isdir(spec):
+    return _from_list(spec, gfile)
+  if not gfile.isdir(spec):
+    raise FileNotFoundError(f'No folder of images or .txt/.csv list at '
+                            f'{spec!r}.')
+  root = spec.rstrip('/')
+  paths, labels = [], []
+  for folder, _, files in gfile.walk(root):
+    rel = folder[len(root):].strip('/')
+    if any(part.startswith('.') for part in rel.split('/') if part):
+      continue
+    top = rel.split('/')[0] if rel else ''
+    for f in files:
+      if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.'):
+        paths.append(f'{folder.rstrip("/")}/{f}')
+        labels.append(top)
+  if not paths:
+    raise ValueError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) in '
+                     f'{spec!r}.')
+  order = np.argsort(paths, kind='stable')
+  paths = [paths[i] for i in order]
+  labels = [[labels[i]] if labels[i] else [] for i in order]
+  return _labelled(paths, labels)
+
+
+def _from_list(spec, gfile):
+  base = spec.rsplit('/', 1)[0] if '/' in spec else '.'
+  paths, labels = [], []
+  with gfile.GFile(spec) as f:
+    for n, line in enumerate(f, 1):
+      line = line.strip()
+      if not line or line.startswith('#'):
+        continue
+      path, _, names = line.partition(',')
+      path = path.strip()
+      if not path.lower().endswith(IMAGE_EXTENSIONS):
+        raise ValueError(f'{spec!r} line {n}: {path!r} is not an image '
+                         f'({", ".join(IMAGE_EXTENSIONS)}). Lines are '
+                         '`path` or `path,label1;label2`.')
+      if '://' not in path and not path.startswith('/'):
+        path = f'{base}/{path}'
+      paths.append(path)
+      labels.append([x.strip() for x in names.split(';') if x.strip()])
+  if not paths:
+    raise ValueError(f'{spec!r} lists no images.')
+  dup = len(paths) - len(set(paths))
+  if dup:
+    raise ValueError(f'{spec!r} lists {dup} image(s) twice; list each once.')
+  order = np.argsort(paths, kind='stable')
+  return _labelled([paths[i] for i in order], [labels[i] for i in order])
+
+
+def _labelled(paths, labels):
+  names = sorted({x for row in labels for x in row})
+  onehot = np.zeros((len(paths), len(names)), np.float32)
+  col = {x: j for j, x in enumerate(names)}
+  for i, row in enumerate(labels):
+    for x in row:
+      onehot[i, col[x]] = 1
+  return image_set_lib.ImageSet(np.array(paths), list(paths), onehot, names)
+
+
 def _images(folder):
   return sorted(f for f in folder.iterdir()
                 if f.suffix.lower() in IMAGE_EXTENSIONS

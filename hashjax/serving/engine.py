@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from hashjax.archive import index as index_lib
+from hashjax.archive import shards
 from hashjax.archive import topk
 from hashjax.serving import batcher as batcher_lib
 from hashjax.serving import snapshot as snapshot_lib
@@ -332,8 +333,8 @@ class Engine:
           with open(tmp, 'wb') as f:
             f.write(data)
           os.replace(tmp, path)
-      index_lib.append(self.watcher.path, codes, ids, labels=label_rows,
-                       source=index.network())
+      shards.append(self.watcher.path, codes, ids, labels=label_rows,
+                    source=index.network())
       self.watcher.check()
     return ids
 

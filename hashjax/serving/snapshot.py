@@ -18,12 +18,12 @@ import time
 
 import numpy as np
 
-from hashjax.archive import index as index_lib
+from hashjax.archive import shards
 from hashjax.archive import topk
 
 
 def _identity(path):
-  st = os.stat(path)
+  st = os.stat(shards.identity_file(path))
   return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -77,7 +77,7 @@ class Watcher:
 
   def _load(self, version):
     identity = _identity(self.path)   # before reading: a later change reloads
-    snap = Snapshot(index_lib.load(self.path), identity, version)
+    snap = Snapshot(shards.load(self.path), identity, version)
     snap.rows_by_id, snap.codes   # pylint: disable=pointless-statement  (built here)
     return snap
 
