@@ -98,18 +98,28 @@ def encode(encoder, image_set, out, *, source, shard_size=1 << 16,
   labels = image_set.labels if image_set.class_names else None
   names = image_set.class_names or None
   ids = list(image_set.names)
+  plan = plan_name(image_set, shard_size, source)
+  files = shard_names(plan, len(ids), shard_size)
   if os.path.exists(shards.manifest_path(out)):
+    listed = {e['file'] for e in shards.read_manifest(out)['shards']}
+    if set(files) <= listed:    # this very encode finished before
+      say(f'{out} already holds these {len(ids):,} images (encode {plan} '
+          'finished): nothing to do')
+      return dict(shards=len(files), encoded_shards=0,
+                  kept_shards=len(files), seconds=0.0, images_per_s=0.0,
+                  codes=len(shards.load(out, verify=False)),
+                  unreadable=_unreadable(out, files))
     if not append:
       raise ValueError(f'{out!r} already holds an index: add to it with '
                        '--append, or choose another --out.')
     old = shards.load(out, verify=False)
-    index_lib.check_addition(old, np.zeros((0, old.bits), np.int8), ids,
-                             labels, source, names, allow_other_network)
+    _, labels = index_lib.check_addition(   # labels onto the index's classes
+        old, np.zeros((0, old.bits), np.int8), ids, labels, source, names,
+        allow_other_network)
+    names = old.class_names
   elif append:
     raise FileNotFoundError(f'--append: no index at {out!r} yet; build it '
                             'first (the same command without --append).')
-  plan = plan_name(image_set, shard_size, source)
-  files = shard_names(plan, len(ids), shard_size)
   spans = [(i * shard_size, min(len(ids), (i + 1) * shard_size))
            for i in range(len(files))]
   lock = shards.hold(out) if main else _NoLock()
@@ -118,7 +128,7 @@ def encode(encoder, image_set, out, *, source, shard_size=1 << 16,
                      for f, (a, b) in zip(files, spans)])
     done = _agree(done)
     todo = [i for i in range(len(files)) if not done[i]]
-    total = sum(b - a for i, (a, b) in enumerate(spans) if i in set(todo))
+    total = sum(spans[i][1] - spans[i][0] for i in todo)
     say(f'encoding {len(ids):,} images into {out}: {len(files)} shard(s) of '
         f'up to {shard_size:,}; {len(files) - len(todo)} already done, '
         f'{total:,} images to encode')
@@ -146,15 +156,20 @@ def encode(encoder, image_set, out, *, source, shard_size=1 << 16,
     if main:
       shards.commit(out, files, bits=source['bits'], class_names=names,
                     source=source)
-      bad = []
-      for f in files:
-        shard = index_lib.load(os.path.join(out, f), verify=False)
-        bad += [tuple(u) for u in shard.source.get('unreadable', [])]
+      bad = _unreadable(out, files)
       _list_unreadable(out, plan, bad)
       summary.update(codes=len(shards.load(out, verify=False)),
                      unreadable=bad)
   _barrier(f'hashjax encode {plan} committed')
   return summary
+
+
+def _unreadable(out, files):
+  bad = []
+  for f in files:
+    shard = index_lib.load(os.path.join(out, f), verify=False)
+    bad += [tuple(u) for u in shard.source.get('unreadable', [])]
+  return bad
 
 
 class _NoLock:
