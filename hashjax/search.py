@@ -168,7 +168,7 @@ def search(index_path, queries, k=20, workdir=None, timing=None):
   from hashjax.data import image_set as image_set_lib  # pylint: disable=g-import-not-at-top
   timing['import'] = time.perf_counter() - t0
   t0 = time.perf_counter()
-  idx = shards.load(index_path)
+  idx = shards.load(index_path, lazy=True)   # codes only; ids as needed
   workdir = workdir or idx.source.get('workdir')
   if not workdir:
     raise ValueError(f'{index_path!r} does not name the run that built it; '

@@ -175,3 +175,19 @@ def test_a_killed_writer_leaves_the_index_as_it_was(tmp_path):
   idx = shards.append(path, _codes(rng, 1), ['w'], labels=lab)
   assert len(idx) == 6 and idx.ids[-1] == 'w'
   assert not os.path.exists(os.path.join(path, 'manifest.json.999.tmp'))
+
+
+def test_lazy_loading_reads_ids_and_labels_a_shard_at_a_time(tmp_path):
+  path, codes, ids = _grow(tmp_path, [30, 7, 40])
+  idx = shards.load(path, lazy=True)
+  assert all(s.ids is None for s in idx.shards)
+  assert len(idx.ids) == 77 and list(idx.ids) == ids
+  assert [idx.ids[r] for r in (0, 29, 30, 36, 37, 76, -1)] == [
+      ids[r] for r in (0, 29, 30, 36, 37, 76, -1)]
+  full = shards.load(path)
+  for r in (0, 31, 76):
+    assert idx.label_names(r) == full.label_names(r)
+    assert [idx.labels[r, c] for c in range(3)] == list(full.labels[r])
+  np.testing.assert_array_equal(idx.codes([0, 40]), codes[[0, 40]])
+  with pytest.raises(IndexError):
+    idx.ids[77]

@@ -100,25 +100,64 @@ class Rows:
     return out
 
 
+class _PerShard:
+  """Per-item values of a lazily loaded index (ids, or label rows), read
+  from a shard's header when asked for, one shard cached: an index of 10^8
+  items is searched without holding 10^8 ids."""
+
+  def __init__(self, path, files, starts, field):
+    self.path, self.files, self.starts, self.field = path, files, starts, field
+    self._cached = (None, None)
+
+  def __len__(self):
+    return int(self.starts[-1])
+
+  def _shard(self, j):
+    if self._cached[0] != j:
+      shard = index_lib.load(os.path.join(self.path, self.files[j]),
+                             verify=False)
+      self._cached = (j, getattr(shard, self.field))
+    return self._cached[1]
+
+  def __getitem__(self, key):
+    row, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+    row = int(row) + (len(self) if int(row) < 0 else 0)
+    if not 0 <= row < len(self):
+      raise IndexError(f'row {row} of {len(self)}')
+    j = int(np.searchsorted(self.starts, row, side='right')) - 1
+    value = self._shard(j)[row - self.starts[j]]
+    return value[rest] if rest else value
+
+  def __iter__(self):
+    for j in range(len(self.files)):
+      yield from self._shard(j)
+
+
 class ShardedIndex(index_lib.Index):
   """A loaded sharded index, used like an Index: `packed` (Rows), `bits`,
   `ids`, `labels`, `class_names`, `source`, `path`; plus `shards` (each an
   Index) and `manifest`."""
 
-  def __init__(self, path, manifest, shards):
+  def __init__(self, path, manifest, shards, lazy=False):
     self.path = path
     self.manifest = manifest
     self.shards = shards
     self.header = {k: v for k, v in manifest.items() if k != 'shards'}
     self.bits = manifest['bits']
     self.packed = Rows([s.packed for s in shards], manifest['words'])
+    self.starts = self.packed.starts
+    self.class_names = manifest.get('class_names')
+    self.source = manifest.get('source', {})
+    files = [e['file'] for e in manifest['shards']]
+    if lazy:
+      self.ids = _PerShard(path, files, self.starts, 'ids')
+      self.labels = (_PerShard(path, files, self.starts, 'labels')
+                     if self.class_names else None)
+      return
     self.ids = [i for s in shards for i in s.ids]
     labelled = [s.labels for s in shards if s.labels is not None]
     self.labels = (np.concatenate(labelled) if labelled and
                    len(labelled) == len(shards) else None)
-    self.class_names = manifest.get('class_names')
-    self.source = manifest.get('source', {})
-    self.starts = self.packed.starts
 
 
 def _manifest_sha256(manifest):
@@ -159,12 +198,14 @@ def read_manifest(path):
   return manifest
 
 
-def load(path, verify=True):
+def load(path, verify=True, lazy=False):
   """Opens a sharded index directory, or a single-file index.
 
   Every shard is checked against the manifest (present, same codes and
   header checksums) and, with verify, its codes against their checksum.
-  Raises BadIndexError naming the shard or manifest at fault.
+  Raises BadIndexError naming the shard or manifest at fault. `lazy`
+  keeps only the codes (memory-mapped): ids and labels are read from a
+  shard's header when asked for (a search of an index bigger than memory).
   """
   path = os.fspath(path)
   if os.path.isfile(path):
@@ -189,8 +230,10 @@ def load(path, verify=True):
       raise index_lib.BadIndexError(
           f'Shard {entry["file"]!r} of {path!r} holds {shard.bits}-bit codes; '
           f'the index is {manifest["bits"]} bits.')
+    if lazy:   # the ids and labels of one shard at a time
+      shard.ids = shard.labels = shard.header['ids'] = None
     shards.append(shard)
-  return ShardedIndex(path, manifest, shards)
+  return ShardedIndex(path, manifest, shards, lazy)
 
 
 def _entry(path, name):
