@@ -146,3 +146,17 @@ def test_sharded_over_eight_devices():
                            os.path.abspath(__file__))))
   assert out.returncode == 0 and out.stdout.strip().endswith('ok'), (
       out.stdout[-2000:] + out.stderr[-2000:])
+
+
+def test_very_large_k_keeps_the_general_selection():
+  """k x 8 candidates past 2^16 (k > 8192) leave the one-sort path of
+  topk._first_k for the cumsum selection: the same exact top k."""
+  rng = np.random.default_rng(9)
+  codes = rng.integers(0, 2, (30_000, 32))
+  codes[::3] = codes[1]                       # ties across the boundary
+  packed = index.pack(codes * 2 - 1)
+  q = packed[[1, 7]]
+  d, i = topk.search(q, packed, 9000, 32)
+  want_d, want_i = reference(q, packed, 9000)
+  np.testing.assert_array_equal(d, want_d)
+  np.testing.assert_array_equal(i, want_i)
