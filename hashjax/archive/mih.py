@@ -157,9 +157,10 @@ def build(packed, bits, m=None, fingerprint_=None):
                      'fewer than 2^31.')
   m = choose_m(n, bits) if m is None else int(m)
   starts, lengths = layout(bits, m)
-  if max(lengths) > 32:
+  if max(lengths) > MAX_KEY_BITS:
     raise ValueError(f'{bits}-bit codes in {m} substrings: a substring of '
-                     f'{max(lengths)} bits; use m >= {-(-bits // 32)}.')
+                     f'{max(lengths)} bits (a table of 2^{max(lengths)} '
+                     f'buckets); use m >= {-(-bits // MAX_KEY_BITS)}.')
   offsets, rows = [], []
   for start, length in zip(starts, lengths):
     o, r = _table(substring(packed, start, length), length, n)
@@ -295,9 +296,9 @@ def load(path, packed=None, fingerprint_=None, verify=True):
 
 @functools.lru_cache(maxsize=8)
 def _by_weight(length):
-  """Every length-bit value, grouped by popcount: (values uint32,
+  """Every length-bit value, grouped by popcount: (values int64,
   start of each weight's group)."""
-  values = np.arange(1 << length, dtype=np.uint32)
+  values = np.arange(1 << length, dtype=np.int64)
   weight = np.bitwise_count(values)
   order = np.argsort(weight, kind='stable')
   starts = np.zeros(length + 2, np.int64)
@@ -306,10 +307,10 @@ def _by_weight(length):
 
 
 def masks(length, s):
-  """uint32 XOR masks of exactly s bits among `length` (empty if s >
+  """int64 XOR masks of exactly s bits among `length` (empty if s >
   length), from a cached table of all 2^length values by weight."""
   if s > length:
-    return np.zeros(0, np.uint32)
+    return np.zeros(0, np.int64)
   values, starts = _by_weight(length)
   return values[starts[s]:starts[s + 1]]
 
@@ -337,17 +338,18 @@ class _Part:
     return q[0] if self.words.ndim == 1 else q
 
   def candidates(self, j, keys):
-    """Rows of the buckets `keys` of table j, concatenated."""
+    """Rows of the buckets `keys` (int64) of table j, concatenated."""
     offsets = self.tables.offsets[j]
-    first = offsets[keys]
-    size = offsets[keys + 1] - first
-    keep = size > 0
-    if not keep.any():
-      return np.zeros(0, np.int64)
-    first, size = first[keep].astype(np.int64), size[keep]
-    ends = np.cumsum(size)
-    pos = np.arange(ends[-1]) + np.repeat(first - (ends - size), size)
-    return self.tables.rows[j][pos]
+    first = np.take(offsets, keys)
+    size = np.take(offsets[1:], keys) - first
+    keep = np.flatnonzero(size)
+    if not keep.size:
+      return np.zeros(0, np.int32)
+    first, size = first[keep], size[keep]
+    ends = np.cumsum(size, dtype=np.int64)
+    pos = np.repeat(first - (ends - size), size)
+    pos += np.arange(ends[-1])
+    return np.take(self.tables.rows[j], pos)
 
   def distances(self, qw, rows):
     x = np.bitwise_count(self.words[rows] ^ qw)
@@ -373,14 +375,15 @@ def _parts(parts, bits):
 
 
 def _query_keys(q, tables):
-  """uint32 [Q, W] -> uint32 [Q, m] substrings."""
+  """uint32 [Q, W] -> int64 [Q, m] substrings."""
   return np.stack([substring(q, s, l) for s, l in zip(tables.starts,
-                                                      tables.lengths)], 1)
+                                                      tables.lengths)],
+                  1).astype(np.int64)
 
 
 def _knn_one(q, keys, parts, k, total, budget):
-  """Best k keys (distance * total + global row), ascending, or None when
-  more than `budget` candidates were needed."""
+  """(best k keys (distance * total + global row) ascending, or None when
+  more than `budget` candidates were needed; candidates verified)."""
   t = parts[0].tables
   m, lengths = t.m, t.lengths
   qws = [p.query(q) for p in parts]
@@ -396,7 +399,7 @@ def _knn_one(q, keys, parts, k, total, budget):
             continue
           seen += rows.size
           if seen > budget:
-            return None
+            return None, seen
           cand = p.distances(qw, rows) * total + (rows + p.offset)
           if best.size == k:
             cand = cand[cand < best[-1]]
@@ -405,11 +408,11 @@ def _knn_one(q, keys, parts, k, total, budget):
           if cand.size:
             best = np.union1d(best, cand)[:k]
       if best.size == k and best[-1] // total <= m * s + j:
-        return best
-  return best
+        return best, seen
+  return best, seen
 
 
-def search(q_packed, parts, k, bits, *, max_candidates=None):
+def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
   """Exact k nearest neighbours of each query over all parts.
 
   Args:
@@ -420,6 +423,8 @@ def search(q_packed, parts, k, bits, *, max_candidates=None):
     max_candidates: per query; a query that needs more verified
       candidates gives up (its row of the result is dist bits + 1, index
       -1) and is flagged in `gave_up`.
+    stats: optional dict, given 'candidates' (int64 [Q], verified per
+      query).
   Returns:
     (dist [Q, k] int32, idx [Q, k] int64, gave_up [Q] bool): ascending
     distance, ties by global index (row offset + row).
@@ -435,21 +440,28 @@ def search(q_packed, parts, k, bits, *, max_candidates=None):
   dist = np.full((len(q), k), bits + 1, np.int32)
   idx = np.full((len(q), k), -1, np.int64)
   gave_up = np.zeros(len(q), bool)
+  seen = np.zeros(len(q), np.int64)
   for i in range(len(q)):
-    best = _knn_one(q[i], keys[i], parts, k, total, budget)
+    best, seen[i] = _knn_one(q[i], keys[i], parts, k, total, budget)
     if best is None:
       gave_up[i] = True
     else:
       dist[i], idx[i] = best // total, best % total
+  if stats is not None:
+    stats['candidates'] = seen
   return dist, idx, gave_up
 
 
 def flat(q_packed, parts, k, bits, **kwargs):
-  """topk.search over every part, merged by (distance, global index)."""
+  """topk.search over every part, merged by (distance, global index).
+  Queries go in blocks of topk.block_for(Q) (a few queries are not padded
+  to 64) unless query_block= is given."""
   from hashjax.archive import topk  # pylint: disable=g-import-not-at-top
   best_d = best_i = None
   total = sum(p[0].shape[0] for p in parts)
   k = int(min(k, total))
+  kwargs.setdefault('query_block', topk.block_for(
+      len(q_packed), 64 if k <= 256 else 16))
   for packed, _, offset in parts:
     d, i = topk.search(q_packed, packed, k, bits, **kwargs)
     i = i + offset
@@ -472,20 +484,38 @@ def choose(n, bits, k):
 
 
 def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
-                **flat_kwargs):
-  """Exact k nearest neighbours: MIH with a budget of N / cost_ratio
-  candidates per query, the flat scan (topk.search) for the queries past
-  it, or for all when `choose` says flat. Returns (dist, idx) as
-  topk.search."""
+                batch=16, **flat_kwargs):
+  """Exact k nearest neighbours, never much slower than the flat scan.
+
+  MIH with a budget of N / (2 cost_ratio) candidates per query (a query
+  that gives up has cost about half a flat scan), then the flat scan
+  (`flat`, topk.search) for the queries past it. Queries go in batches of
+  `batch`; once more than half of those searched gave up (a distribution
+  MIH cannot prune), the rest go straight to the flat scan. `choose`
+  sends small databases and large k to the flat scan at once.
+
+  Returns:
+    (dist [Q, k] int32, idx [Q, k] int64), as topk.search.
+  """
   total = sum(p[0].shape[0] for p in parts)
   q = np.ascontiguousarray(q_packed, np.uint32)
   if choose(total, bits, k) == 'flat':
     return flat(q, parts, k, bits, **flat_kwargs)
-  dist, idx, gave_up = search(q, parts, k, bits,
-                              max_candidates=total / cost_ratio)
-  if gave_up.any():
-    d, i = flat(q[gave_up], parts, k, bits, **flat_kwargs)
-    dist[gave_up], idx[gave_up] = d, i
+  k = int(min(k, total))
+  dist = np.zeros((len(q), k), np.int32)
+  idx = np.zeros((len(q), k), np.int64)
+  to_flat = np.zeros(len(q), bool)
+  done = 0
+  while done < len(q) and to_flat[:done].sum() * 2 <= max(done, batch):
+    end = min(done + batch, len(q))
+    d, i, g = search(q[done:end], parts, k, bits,
+                     max_candidates=total / (2 * cost_ratio))
+    dist[done:end], idx[done:end], to_flat[done:end] = d, i, g
+    done = end
+  to_flat[done:] = True
+  if to_flat.any():
+    d, i = flat(q[to_flat], parts, k, bits, **flat_kwargs)
+    dist[to_flat], idx[to_flat] = d, i
   return dist, idx
 
 
