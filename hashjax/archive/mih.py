@@ -31,9 +31,9 @@ Several shards (`parts`: packed codes, their Tables, the global row of
 their first code) are searched jointly. A query whose candidates pass
 `max_candidates` gives up (random codes at a long k-th distance, a huge
 bucket of near-duplicates): `search_auto` scans those queries flat with
-topk.search, with a budget of N / COST_RATIO candidates, where
-COST_RATIO is what a verified candidate costs against one code of the
-flat scan.
+topk.search, with a budget of N / (2 COST_RATIO) candidates, where a
+candidate is a bucket probed or a row verified (each a random access)
+and COST_RATIO is what one costs against one code of the flat scan.
 
 Tables persist in one file (`save`, `load`): a JSON header (N, bits,
 layout, the SHA-256 of the codes indexed and of each array) then the
@@ -41,6 +41,7 @@ arrays, 64-byte aligned and memory-mapped on load.
 """
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -58,7 +59,7 @@ MIN_KEY_BITS = 8
 # Seconds per verified MIH candidate (random gather + popcount + merge)
 # over seconds per code per query of topk.search's flat scan, measured by
 # bench/archive.py (see its --ratio output) at 10^6-10^7 codes on 2 cores.
-COST_RATIO = 20
+COST_RATIO = 60
 
 
 class BadTablesError(ValueError):
@@ -296,8 +297,8 @@ def load(path, packed=None, fingerprint_=None, verify=True):
 
 @functools.lru_cache(maxsize=8)
 def _by_weight(length):
-  """Every length-bit value, grouped by popcount: (values int64,
-  start of each weight's group)."""
+  """Every length-bit value, grouped by popcount: (values int64, start of
+  each weight's group)."""
   values = np.arange(1 << length, dtype=np.int64)
   weight = np.bitwise_count(values)
   order = np.argsort(weight, kind='stable')
@@ -306,11 +307,20 @@ def _by_weight(length):
   return values[order], starts
 
 
+@functools.lru_cache(maxsize=256)
 def masks(length, s):
   """int64 XOR masks of exactly s bits among `length` (empty if s >
-  length), from a cached table of all 2^length values by weight."""
+  length), cached: itertools.combinations while there are few, else a
+  slice of all 2^length values sorted by weight."""
   if s > length:
     return np.zeros(0, np.int64)
+  if s == 0:
+    return np.zeros(1, np.int64)
+  if math.comb(length, s) <= 1 << 15:
+    bit = 1 << np.arange(length, dtype=np.int64)
+    combos = np.array(list(itertools.combinations(range(length), s)),
+                      np.int64).reshape(-1, s)
+    return bit[combos].sum(1)
   values, starts = _by_weight(length)
   return values[starts[s]:starts[s + 1]]
 
@@ -383,7 +393,7 @@ def _query_keys(q, tables):
 
 def _knn_one(q, keys, parts, k, total, budget):
   """(best k keys (distance * total + global row) ascending, or None when
-  more than `budget` candidates were needed; candidates verified)."""
+  the work passed `budget`; the work: buckets probed + rows verified)."""
   t = parts[0].tables
   m, lengths = t.m, t.lengths
   qws = [p.query(q) for p in parts]
@@ -394,6 +404,9 @@ def _knn_one(q, keys, parts, k, total, budget):
       probe = keys[j] ^ masks(lengths[j], s)
       if probe.size:
         for p, qw in zip(parts, qws):
+          seen += probe.size
+          if seen > budget:
+            return None, seen
           rows = p.candidates(j, probe)
           if not rows.size:
             continue
@@ -420,11 +433,11 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     parts: [(packed codes [N_i, W], Tables, row offset)], one layout.
     k: results per query, clipped to the total number of codes.
     bits: code length.
-    max_candidates: per query; a query that needs more verified
-      candidates gives up (its row of the result is dist bits + 1, index
+    max_candidates: per query; a query whose work (buckets probed + rows
+      verified, each a random access) passes it gives up (its row of the result is dist bits + 1, index
       -1) and is flagged in `gave_up`.
-    stats: optional dict, given 'candidates' (int64 [Q], verified per
-      query).
+    stats: optional dict, given 'candidates' (int64 [Q], the work per
+      query: buckets probed + rows verified).
   Returns:
     (dist [Q, k] int32, idx [Q, k] int64, gave_up [Q] bool): ascending
     distance, ties by global index (row offset + row).
