@@ -1,0 +1,616 @@
+"""Exact Hamming search by multi-index hashing (MIH).
+
+Norouzi, Punjani & Fleet, "Fast Search in Hamming Space with Multi-Index
+Hashing" (CVPR 2012; TPAMI 2014). Each b-bit code is cut into m disjoint
+contiguous substrings (lengths differing by at most one); substring j of
+every code is the key of a bucket table. Two codes at Hamming distance d
+differ in some substring by at most floor(d / m) bits (pigeonhole), so
+their neighbours are found by probing each table with the keys near the
+query's substring and verifying the candidates with the full distance.
+
+Tables: for each substring j a CSR bucket table, `offsets[j]` (2^L_j + 1)
+and `rows[j]` (int32 [N], the rows sorted by their key, stably, so rows
+ascend within a bucket): bucket `key` holds rows[j][offsets[j][key]:
+offsets[j][key + 1]].
+
+k nearest (`search`): radius s = 0, 1, 2, ... and, at each, substring
+j = 0..m-1: probe every key at exactly s bits from the query's substring
+j (key = q_j ^ mask, masks of weight s cached per (L, s)), verify. An item
+not yet found after substring j at radius s differs in substrings 0..j by
+>= s + 1 bits and in the others by >= s, so its distance is >= m s + j + 1:
+every item within m s + j has been found, and the search stops once the
+k-th best distance is <= m s + j. Candidates are kept as one int64 key,
+distance * N_total + global row, so the best k (the ranking rule of
+topk.py: ascending distance, ties by index) are the k smallest unique keys
+and an item found again in another substring is dropped by the union.
+
+Radius r (`radius`): with r = m s0 + t, the same order up to substring t
+at radius s0 finds every item within r.
+
+Several shards (`parts`: packed codes, their Tables, the global row of
+their first code) are searched jointly. A query whose candidates pass
+`max_candidates` gives up (random codes at a long k-th distance, a huge
+bucket of near-duplicates): `search_auto` scans those queries flat with
+topk.search, with a budget of N / (2 COST_RATIO) candidates, where a
+candidate is a bucket probed or a row verified (each a random access)
+and COST_RATIO is what one costs against one code of the flat scan.
+
+Tables persist in one file (`save`, `load`): a JSON header (N, bits,
+layout, the SHA-256 of the codes indexed and of each array) then the
+arrays, 64-byte aligned and memory-mapped on load.
+"""
+import functools
+import hashlib
+import itertools
+import json
+import math
+import os
+import struct
+
+import numpy as np
+
+MAGIC = b'HASHJAXM'
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct('<8sIQ')   # magic, version, header length
+_ALIGN = 64
+MAX_KEY_BITS = 24
+MIN_KEY_BITS = 8
+
+# Seconds per verified MIH candidate (random gather + popcount + merge)
+# over seconds per code per query of topk.search's flat scan, measured by
+# bench/archive.py (see its --ratio output) at 10^6-10^7 codes on 2 cores.
+COST_RATIO = 60
+
+
+class BadTablesError(ValueError):
+  """A problem with a tables file (the message names the file and the fix)."""
+
+
+def choose_m(n, bits):
+  """Substrings per code: m ~ bits / log2(n) (the paper's rule), clipped
+  so each substring has MIN_KEY_BITS..MAX_KEY_BITS bits (and m >= 1)."""
+  m = round(bits / math.log2(max(n, 2)))
+  m = max(m, -(-bits // MAX_KEY_BITS))
+  m = min(m, max(1, bits // MIN_KEY_BITS))
+  return max(1, min(m, bits))
+
+
+def layout(bits, m):
+  """(starts, lengths) of m contiguous substrings of a `bits`-bit code,
+  the longer ones first, lengths differing by at most one."""
+  base, extra = divmod(bits, m)
+  lengths = [base + 1] * extra + [base] * (m - extra)
+  starts = [int(s) for s in np.cumsum([0] + lengths[:-1])]
+  return starts, lengths
+
+
+def substring(packed, start, length):
+  """uint32 [N, W] packed codes -> uint32 [N], bits start..start+length-1
+  (bit j of a code is bit j % 32 of word j // 32)."""
+  w, shift = divmod(start, 32)
+  v = np.asarray(packed[:, w], np.uint64)
+  if shift + length > 32:
+    v = v | (np.asarray(packed[:, w + 1], np.uint64) << np.uint64(32))
+  mask = np.uint64((1 << length) - 1)
+  return ((v >> np.uint64(shift)) & mask).astype(np.uint32)
+
+
+def fingerprint(packed):
+  """SHA-256 of packed codes (the same digest as index.py's codes_sha256,
+  so an index header's checksum can be passed instead of rehashing)."""
+  h = hashlib.sha256()
+  flat = np.ascontiguousarray(packed, dtype='<u4').reshape(-1).view(np.uint8)
+  for start in range(0, flat.size, 1 << 26):
+    h.update(flat[start:start + (1 << 26)])
+  return h.hexdigest()
+
+
+class Tables:
+  """The m bucket tables of N codes: `offsets[j]`, `rows[j]` (see the
+  module docstring), `n`, `bits`, `m`, `starts`, `lengths`, `codes_sha256`
+  (the fingerprint of the codes indexed)."""
+
+  def __init__(self, n, bits, starts, lengths, offsets, rows, codes_sha256):
+    self.n, self.bits = int(n), int(bits)
+    self.starts, self.lengths = list(starts), list(lengths)
+    self.m = len(lengths)
+    self.offsets, self.rows = list(offsets), list(rows)
+    self.codes_sha256 = codes_sha256
+
+  @property
+  def nbytes(self):
+    return sum(a.nbytes for a in self.offsets + self.rows)
+
+  def bytes_per_code(self):
+    """Table bytes per code indexed (the codes themselves not counted)."""
+    return self.nbytes / max(self.n, 1)
+
+  def save(self, path):
+    """Writes the tables to `path` (one file, replaced atomically)."""
+    save(path, self)
+
+
+def _table(keys, length, n):
+  """CSR bucket table of one substring: (offsets, rows), rows stable."""
+  counts = np.bincount(keys, minlength=1 << length)
+  dtype = np.int32 if n < 2**31 else np.int64
+  offsets = np.zeros((1 << length) + 1, dtype)
+  np.cumsum(counts, out=offsets[1:])
+  rows = np.argsort(keys, kind='stable').astype(np.int32)
+  return offsets, rows
+
+
+def build(packed, bits, m=None, fingerprint_=None):
+  """Tables of packed codes uint32 [N, W] (numpy or memory-mapped).
+
+  Args:
+    packed: the codes, index.pack layout.
+    bits: code length.
+    m: substrings per code (default choose_m(N, bits)).
+    fingerprint_: the codes' fingerprint if already known (an index
+      header's codes_sha256), else computed here.
+  Returns:
+    Tables.
+  """
+  n = packed.shape[0]
+  if n >= 2**31:
+    raise ValueError(f'{n} codes in one part; split them into parts of '
+                     'fewer than 2^31.')
+  m = choose_m(n, bits) if m is None else int(m)
+  starts, lengths = layout(bits, m)
+  if max(lengths) > MAX_KEY_BITS:
+    raise ValueError(f'{bits}-bit codes in {m} substrings: a substring of '
+                     f'{max(lengths)} bits (a table of 2^{max(lengths)} '
+                     f'buckets); use m >= {-(-bits // MAX_KEY_BITS)}.')
+  offsets, rows = [], []
+  for start, length in zip(starts, lengths):
+    o, r = _table(substring(packed, start, length), length, n)
+    offsets.append(o)
+    rows.append(r)
+  return Tables(n, bits, starts, lengths, offsets, rows,
+                fingerprint_ or fingerprint(packed))
+
+
+# ---------------------------------------------------------------- the file
+
+
+def _array_sha256(a):
+  return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8)).hexdigest()
+
+
+def _header_sha256(header):
+  rest = {k: v for k, v in header.items() if k != 'header_sha256'}
+  return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
+def save(path, tables):
+  """Writes `tables` to `path`: prefix (magic, version, header length),
+  JSON header, then offsets[0], rows[0], offsets[1], ... each 64-byte
+  aligned (relative to the end of the header)."""
+  arrays = []
+  for j in range(tables.m):
+    arrays += [(f'offsets{j}', tables.offsets[j]), (f'rows{j}',
+                                                    tables.rows[j])]
+  entries, pos = [], 0
+  for name, a in arrays:
+    pos += (-pos) % _ALIGN
+    entries.append(dict(name=name, offset=pos, dtype=a.dtype.str,
+                        shape=list(a.shape), sha256=_array_sha256(a)))
+    pos += a.nbytes
+  header = dict(n=tables.n, bits=tables.bits, m=tables.m,
+                starts=tables.starts, lengths=tables.lengths,
+                codes_sha256=tables.codes_sha256, arrays=entries,
+                data_bytes=pos)
+  header['header_sha256'] = _header_sha256(header)
+  blob = json.dumps(header).encode()
+  blob += b' ' * ((-(_PREFIX.size + len(blob))) % _ALIGN)
+  tmp = f'{path}.{os.getpid()}.tmp'
+  with open(tmp, 'wb') as f:
+    f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
+    f.write(blob)
+    at = 0
+    for (_, a), e in zip(arrays, entries):
+      f.write(b'\0' * (e['offset'] - at))
+      f.write(np.ascontiguousarray(a).tobytes())
+      at = e['offset'] + a.nbytes
+  os.replace(tmp, path)
+
+
+def load(path, packed=None, fingerprint_=None, verify=True):
+  """Opens tables written by `save`, memory-mapping the arrays.
+
+  Args:
+    path: the file.
+    packed: optional codes the tables must index: their count, width and
+      (unless fingerprint_ is given) SHA-256 are checked.
+    fingerprint_: optional codes fingerprint to check (e.g. an index
+      header's codes_sha256).
+    verify: check every array's SHA-256 (reads the whole file).
+  Raises:
+    BadTablesError naming the file: missing, foreign, truncated, corrupt,
+    or built from other codes.
+  """
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'No MIH tables at {path!r}. Build them with '
+                            'mih.build(packed, bits).save(path).')
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    prefix = f.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size:
+      raise BadTablesError(f'{path!r} is truncated ({size} bytes): not '
+                           'complete MIH tables. Rebuild them.')
+    magic, version, header_len = _PREFIX.unpack(prefix)
+    if magic != MAGIC:
+      raise BadTablesError(f'{path!r} is not a hashjax MIH tables file '
+                           f'(bad magic {magic!r}).')
+    if version != FORMAT_VERSION:
+      raise BadTablesError(f'{path!r} is MIH tables format version '
+                           f'{version}; this hashjax reads version '
+                           f'{FORMAT_VERSION}. Rebuild them.')
+    blob = f.read(header_len)
+  try:
+    header = json.loads(blob.decode())
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise BadTablesError(f'{path!r} has a corrupt header ({e}). Rebuild '
+                         'the tables.') from e
+  if _header_sha256(header) != header.get('header_sha256'):
+    raise BadTablesError(f'{path!r}: the header does not match its '
+                         'checksum (the file is corrupt). Rebuild the tables.')
+  base = _PREFIX.size + header_len
+  if size != base + header['data_bytes']:
+    raise BadTablesError(
+        f'{path!r} is {size} bytes; its header describes '
+        f'{base + header["data_bytes"]}: the file is truncated or padded. '
+        'Rebuild the tables.')
+  arrays = {}
+  for e in header['arrays']:
+    a = np.memmap(path, dtype=e['dtype'], mode='r', offset=base + e['offset'],
+                  shape=tuple(e['shape']))
+    if verify and _array_sha256(a) != e['sha256']:
+      raise BadTablesError(f'{path!r}: array {e["name"]} does not match its '
+                           'checksum (the file is corrupt). Rebuild the '
+                           'tables.')
+    arrays[e['name']] = a
+  m = header['m']
+  tables = Tables(header['n'], header['bits'], header['starts'],
+                  header['lengths'], [arrays[f'offsets{j}'] for j in range(m)],
+                  [arrays[f'rows{j}'] for j in range(m)],
+                  header['codes_sha256'])
+  if packed is not None:
+    words = -(-tables.bits // 32)
+    if tuple(packed.shape) != (tables.n, words):
+      raise BadTablesError(
+          f'{path!r} indexes {tables.n} codes of {tables.bits} bits; the '
+          f'codes given have shape {tuple(packed.shape)}. Rebuild the tables '
+          'for these codes.')
+    if fingerprint_ is None:
+      fingerprint_ = fingerprint(packed)
+  if fingerprint_ is not None and fingerprint_ != tables.codes_sha256:
+    raise BadTablesError(f'{path!r} was built from other codes (their '
+                         'SHA-256 differs). Rebuild the tables for these '
+                         'codes.')
+  return tables
+
+
+# ---------------------------------------------------------------- search
+
+
+@functools.lru_cache(maxsize=8)
+def _by_weight(length):
+  """Every length-bit value, grouped by popcount: (values int64, start of
+  each weight's group)."""
+  values = np.arange(1 << length, dtype=np.int64)
+  weight = np.bitwise_count(values)
+  order = np.argsort(weight, kind='stable')
+  starts = np.zeros(length + 2, np.int64)
+  np.cumsum(np.bincount(weight, minlength=length + 1), out=starts[1:])
+  return values[order], starts
+
+
+@functools.lru_cache(maxsize=256)
+def masks(length, s):
+  """int64 XOR masks of exactly s bits among `length` (empty if s >
+  length), cached: itertools.combinations while there are few, else a
+  slice of all 2^length values sorted by weight."""
+  if s > length:
+    return np.zeros(0, np.int64)
+  if s == 0:
+    return np.zeros(1, np.int64)
+  if math.comb(length, s) <= 1 << 15:
+    bit = 1 << np.arange(length, dtype=np.int64)
+    combos = np.array(list(itertools.combinations(range(length), s)),
+                      np.int64).reshape(-1, s)
+    return bit[combos].sum(1)
+  values, starts = _by_weight(length)
+  return values[starts[s]:starts[s + 1]]
+
+
+class _Part:
+  """One shard: codes as uint64 words (uint32 for an odd word count; 1-D
+  for a single word), its tables, the global row of its first code."""
+
+  def __init__(self, packed, tables, offset):
+    packed = np.asarray(packed)
+    if packed.shape[0] != tables.n:
+      raise ValueError(f'A part of {packed.shape[0]} codes with tables of '
+                       f'{tables.n}.')
+    w = packed.shape[1]
+    words = (packed.view(np.uint64) if w % 2 == 0 and
+             packed.flags.c_contiguous else packed)
+    self.words = words[:, 0] if words.shape[1] == 1 else words
+    self.packed, self.tables, self.offset = packed, tables, int(offset)
+    self.n = tables.n
+
+  def query(self, q):
+    """q uint32 [W] -> the query in this part's word layout."""
+    if self.words.dtype == np.uint64:
+      q = np.ascontiguousarray(q).view(np.uint64)
+    return q[0] if self.words.ndim == 1 else q
+
+  def candidates(self, j, keys):
+    """Rows of the buckets `keys` (int64) of table j, concatenated."""
+    offsets = self.tables.offsets[j]
+    first = np.take(offsets, keys)
+    size = np.take(offsets[1:], keys) - first
+    keep = np.flatnonzero(size)
+    if not keep.size:
+      return np.zeros(0, np.int32)
+    first, size = first[keep], size[keep]
+    ends = np.cumsum(size, dtype=np.int64)
+    pos = np.repeat(first - (ends - size), size)
+    pos += np.arange(ends[-1])
+    return np.take(self.tables.rows[j], pos)
+
+  def distances(self, qw, rows):
+    x = np.bitwise_count(self.words[rows] ^ qw)
+    return x.astype(np.int64) if x.ndim == 1 else x.sum(1, dtype=np.int64)
+
+
+def _parts(parts, bits):
+  """[(packed, tables, row_offset)] -> [_Part], checking one layout."""
+  out = [_Part(*p) for p in parts]
+  if not out:
+    raise ValueError('No parts to search.')
+  first = out[0].tables
+  for p in out:
+    t = p.tables
+    if t.bits != bits or t.starts != first.starts or \
+        t.lengths != first.lengths:
+      raise ValueError(
+          'All parts must share one substring layout: got bits/starts/'
+          f'lengths {t.bits}/{t.starts}/{t.lengths} and {first.bits}/'
+          f'{first.starts}/{first.lengths} (searched with bits={bits}); '
+          'build their tables with the same m.')
+  return out
+
+
+def _query_keys(q, tables):
+  """uint32 [Q, W] -> int64 [Q, m] substrings."""
+  return np.stack([substring(q, s, l) for s, l in zip(tables.starts,
+                                                      tables.lengths)],
+                  1).astype(np.int64)
+
+
+def _knn_one(q, keys, parts, k, total, budget):
+  """(best k keys (distance * total + global row) ascending, or None when
+  the work passed `budget`; the work: buckets probed + rows verified)."""
+  t = parts[0].tables
+  m, lengths = t.m, t.lengths
+  qws = [p.query(q) for p in parts]
+  best = np.zeros(0, np.int64)
+  seen = 0
+  for s in range(max(lengths) + 1):
+    for j in range(m):
+      probe = keys[j] ^ masks(lengths[j], s)
+      if probe.size:
+        for p, qw in zip(parts, qws):
+          seen += probe.size
+          if seen > budget:
+            return None, seen
+          rows = p.candidates(j, probe)
+          if not rows.size:
+            continue
+          seen += rows.size
+          if seen > budget:
+            return None, seen
+          cand = p.distances(qw, rows) * total + (rows + p.offset)
+          if best.size == k:
+            cand = cand[cand < best[-1]]
+          elif cand.size > 2 * k:
+            cand = np.partition(cand, k - 1)[:k]
+          if cand.size:
+            best = np.union1d(best, cand)[:k]
+      if best.size == k and best[-1] // total <= m * s + j:
+        return best, seen
+  return best, seen
+
+
+def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
+  """Exact k nearest neighbours of each query over all parts.
+
+  Args:
+    q_packed: uint32 [Q, W] packed queries.
+    parts: [(packed codes [N_i, W], Tables, row offset)], one layout.
+    k: results per query, clipped to the total number of codes.
+    bits: code length.
+    max_candidates: per query; a query whose work (buckets probed + rows
+      verified, each a random access) passes it gives up (its row of the result is dist bits + 1, index
+      -1) and is flagged in `gave_up`.
+    stats: optional dict, given 'candidates' (int64 [Q], the work per
+      query: buckets probed + rows verified).
+  Returns:
+    (dist [Q, k] int32, idx [Q, k] int64, gave_up [Q] bool): ascending
+    distance, ties by global index (row offset + row).
+  """
+  parts = _parts(parts, bits)
+  total = sum(p.n for p in parts)
+  k = int(min(k, total))
+  if k < 1:
+    raise ValueError('search needs a non-empty database and k >= 1.')
+  budget = np.inf if max_candidates is None else max_candidates
+  q = np.ascontiguousarray(q_packed, np.uint32)
+  keys = _query_keys(q, parts[0].tables)
+  dist = np.full((len(q), k), bits + 1, np.int32)
+  idx = np.full((len(q), k), -1, np.int64)
+  gave_up = np.zeros(len(q), bool)
+  seen = np.zeros(len(q), np.int64)
+  for i in range(len(q)):
+    best, seen[i] = _knn_one(q[i], keys[i], parts, k, total, budget)
+    if best is None:
+      gave_up[i] = True
+    else:
+      dist[i], idx[i] = best // total, best % total
+  if stats is not None:
+    stats['candidates'] = seen
+  return dist, idx, gave_up
+
+
+def flat(q_packed, parts, k, bits, **kwargs):
+  """topk.search over every part, merged by (distance, global index).
+  Queries go in blocks of topk.block_for(Q) (a few queries are not padded
+  to 64) unless query_block= is given."""
+  from hashjax.archive import topk  # pylint: disable=g-import-not-at-top
+  best_d = best_i = None
+  total = sum(p[0].shape[0] for p in parts)
+  k = int(min(k, total))
+  kwargs.setdefault('query_block', topk.block_for(
+      len(q_packed), 64 if k <= 256 else 16))
+  for packed, _, offset in parts:
+    d, i = topk.search(q_packed, packed, k, bits, **kwargs)
+    i = i + offset
+    if best_d is not None:
+      d, i = np.concatenate([best_d, d], 1), np.concatenate([best_i, i], 1)
+      order = np.lexsort((i, d), axis=1)[:, :k]
+      d, i = np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
+    best_d, best_i = d, i
+  return best_d.astype(np.int32), best_i.astype(np.int64)
+
+
+def choose(n, bits, k):
+  """'flat' or 'mih' for a database of n codes: flat for small databases
+  (the flat scan is a few milliseconds) or a k that is a sizeable share
+  of n (MIH would verify most of the database)."""
+  if n < 100_000 or k * COST_RATIO * 8 > n:
+    return 'flat'
+  del bits
+  return 'mih'
+
+
+def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
+                batch=16, **flat_kwargs):
+  """Exact k nearest neighbours, never much slower than the flat scan.
+
+  MIH with a budget of N / (2 cost_ratio) candidates per query (a query
+  that gives up has cost about half a flat scan), then the flat scan
+  (`flat`, topk.search) for the queries past it. Queries go in batches of
+  `batch`; once more than half of those searched gave up (a distribution
+  MIH cannot prune), the rest go straight to the flat scan. `choose`
+  sends small databases and large k to the flat scan at once.
+
+  Returns:
+    (dist [Q, k] int32, idx [Q, k] int64), as topk.search.
+  """
+  total = sum(p[0].shape[0] for p in parts)
+  q = np.ascontiguousarray(q_packed, np.uint32)
+  if choose(total, bits, k) == 'flat':
+    return flat(q, parts, k, bits, **flat_kwargs)
+  k = int(min(k, total))
+  dist = np.zeros((len(q), k), np.int32)
+  idx = np.zeros((len(q), k), np.int64)
+  to_flat = np.zeros(len(q), bool)
+  done = 0
+  while done < len(q) and to_flat[:done].sum() * 2 <= max(done, batch):
+    end = min(done + batch, len(q))
+    d, i, g = search(q[done:end], parts, k, bits,
+                     max_candidates=total / (2 * cost_ratio))
+    dist[done:end], idx[done:end], to_flat[done:end] = d, i, g
+    done = end
+  to_flat[done:] = True
+  if to_flat.any():
+    d, i = flat(q[to_flat], parts, k, bits, **flat_kwargs)
+    dist[to_flat], idx[to_flat] = d, i
+  return dist, idx
+
+
+# ---------------------------------------------------------------- radius
+
+
+def _radius_one(q, keys, parts, r, total):
+  t = parts[0].tables
+  m, lengths = t.m, t.lengths
+  s0, last = divmod(r, m)
+  qws = [p.query(q) for p in parts]
+  found = []
+  for s in range(s0 + 1):
+    for j in range(m if s < s0 else last + 1):
+      probe = keys[j] ^ masks(lengths[j], s)
+      if not probe.size:
+        continue
+      for p, qw in zip(parts, qws):
+        rows = p.candidates(j, probe)
+        if rows.size:
+          d = p.distances(qw, rows)
+          near = d <= r
+          found.append(d[near] * total + (rows[near] + p.offset))
+  best = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
+  return (best // total).astype(np.int32), best % total
+
+
+def radius(q_packed, parts, r, bits):
+  """Every item within Hamming distance r of each query, by MIH.
+
+  Returns:
+    A list with, per query, (dist int32, idx int64) sorted by (distance,
+    global index).
+  """
+  parts = _parts(parts, bits)
+  total = sum(p.n for p in parts)
+  q = np.ascontiguousarray(q_packed, np.uint32)
+  keys = _query_keys(q, parts[0].tables)
+  return [_radius_one(q[i], keys[i], parts, int(r), total)
+          for i in range(len(q))]
+
+
+def radius_flat(q_packed, packed, r, bits, chunk=1 << 15, row_offset=0):
+  """Every item within r of each query by a flat numpy scan (the oracle
+  for `radius`): np.bitwise_count over chunks of `chunk` codes, so memory
+  stays at Q x chunk distances. Same output as `radius`."""
+  del bits
+  q = np.ascontiguousarray(q_packed, np.uint32)
+  wide = q.shape[1] % 2 == 0
+  qw = q.view(np.uint64) if wide else q
+  found_d = [[] for _ in range(len(q))]
+  found_i = [[] for _ in range(len(q))]
+  step = max(1, int(chunk))
+  for start in range(0, packed.shape[0], step):
+    db = np.ascontiguousarray(packed[start:start + step], np.uint32)
+    dbw = db.view(np.uint64) if wide else db
+    d = np.zeros((len(q), len(db)), np.int32)
+    for w in range(dbw.shape[1]):
+      d += np.bitwise_count(qw[:, w, None] ^ dbw[None, :, w])
+    qi, ri = np.nonzero(d <= r)
+    if qi.size:
+      cut = np.searchsorted(qi, np.arange(len(q) + 1))
+      for i in np.flatnonzero(np.diff(cut)):
+        rows = ri[cut[i]:cut[i + 1]]
+        found_d[i].append(d[i, rows])
+        found_i[i].append(rows.astype(np.int64) + start + row_offset)
+  out = []
+  for fd, fi in zip(found_d, found_i):
+    d = np.concatenate(fd) if fd else np.zeros(0, np.int32)
+    i = np.concatenate(fi) if fi else np.zeros(0, np.int64)
+    order = np.argsort(d, kind='stable')
+    out.append((d[order].astype(np.int32), i[order]))
+  return out
+
+
+def radius_parts_flat(q_packed, parts, r, bits, chunk=1 << 15):
+  """radius_flat over every part, merged by (distance, global index)."""
+  per = [radius_flat(q_packed, p[0], r, bits, chunk, p[2]) for p in parts]
+  out = []
+  for res in zip(*per):
+    d = np.concatenate([x[0] for x in res])
+    i = np.concatenate([x[1] for x in res])
+    order = np.lexsort((i, d))
+    out.append((d[order], i[order]))
+  return out

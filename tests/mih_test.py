@@ -1,0 +1,190 @@
+"""Multi-index hashing (hashjax/archive/mih.py) against a stable sort:
+random and clustered codes with ties and exact duplicates, code lengths
+with unequal substrings, several shards, the candidate budget and the
+flat fallback, radius search, and the tables file."""
+import numpy as np
+import pytest
+
+from hashjax.archive import index
+from hashjax.archive import mih
+
+
+def reference(q, db, k):
+  d = np.bitwise_count(q[:, None, :] ^ db[None]).sum(-1)
+  order = np.argsort(d, axis=1, kind='stable')[:, :k]
+  return np.take_along_axis(d, order, 1), order
+
+
+def codes(n, bits, clusters, rng):
+  """Packed codes: uniform, or `clusters` centres with 5% of bits flipped
+  and every 7th code an exact copy of code 3."""
+  if clusters:
+    centres = rng.integers(0, 2, (clusters, bits))
+    c = centres[rng.integers(0, clusters, n)]
+    c = np.where(rng.random((n, bits)) < 0.05, 1 - c, c)
+  else:
+    c = rng.integers(0, 2, (n, bits))
+  packed = index.pack(c * 2 - 1)
+  packed[::7] = packed[3]
+  return packed
+
+
+def queries(packed, bits, rng, count=12):
+  """Database codes (exact hits, duplicates), near ones, random ones."""
+  near = packed[rng.integers(0, len(packed), count)].copy()
+  near[:, 0] ^= np.uint32(5)
+  rand = index.pack(rng.integers(0, 2, (count, bits)) * 2 - 1)
+  return np.concatenate([packed[:4], near, rand])
+
+
+def shards(packed, bits, cuts, m=None):
+  m = mih.choose_m(len(packed), bits) if m is None else m
+  edges = [0] + list(cuts) + [len(packed)]
+  return [(packed[a:b], mih.build(packed[a:b], bits, m=m), a)
+          for a, b in zip(edges[:-1], edges[1:])]
+
+
+def test_layout_and_m():
+  assert mih.layout(64, 3) == ([0, 22, 43], [22, 21, 21])
+  assert mih.layout(40, 3) == ([0, 14, 27], [14, 13, 13])
+  assert mih.choose_m(10**6, 64) == 3 and mih.choose_m(10**7, 64) == 3
+  assert mih.choose_m(10**6, 128) == 6
+  for n in (10, 1000, 10**9):
+    for bits in (16, 32, 48, 64, 128, 256):
+      m = mih.choose_m(n, bits)
+      assert max(mih.layout(bits, m)[1]) <= mih.MAX_KEY_BITS
+  assert mih.choose_m(10**9, 32) == 2     # 16-bit keys, not one of 32
+  packed = index.pack(np.random.default_rng(0).integers(0, 2, (5, 64)) * 2 - 1)
+  for start, length in ((0, 22), (22, 21), (43, 21), (30, 5)):
+    bits = index.unpack(packed, 64)[:, start:start + length] > 0
+    want = (bits * (1 << np.arange(length))).sum(1)
+    np.testing.assert_array_equal(mih.substring(packed, start, length), want)
+
+
+@pytest.mark.parametrize('n, bits, clusters', [
+    (3000, 64, 0), (3000, 64, 3), (2000, 128, 20), (2500, 48, 0),
+    (2500, 40, 5), (1500, 32, 0)])
+def test_knn_matches_stable_sort(n, bits, clusters):
+  rng = np.random.default_rng(n + bits + clusters)
+  db = codes(n, bits, clusters, rng)
+  q = queries(db, bits, rng)
+  tables = mih.build(db, bits)
+  for k in (1, 10, 100, n + 5):
+    want_d, want_i = reference(q, db, min(k, n))
+    for parts in ([(db, tables, 0)], shards(db, bits, [n // 3, n // 3 + 1])):
+      d, i, gave_up = mih.search(q, parts, k, bits)
+      assert not gave_up.any()
+      np.testing.assert_array_equal(d, want_d)
+      np.testing.assert_array_equal(i, want_i)
+
+
+def test_shards_of_one_code_and_mixed_layouts():
+  rng = np.random.default_rng(1)
+  db = codes(600, 64, 2, rng)
+  q = queries(db, 64, rng, 4)
+  parts = shards(db, 64, [1, 2, 300], m=4)     # parts of 1, 1, 298, 300
+  d, i, _ = mih.search(q, parts, 50, 64)
+  want_d, want_i = reference(q, db, 50)
+  np.testing.assert_array_equal(d, want_d)
+  np.testing.assert_array_equal(i, want_i)
+  mixed = [parts[0], (db[1:], mih.build(db[1:], 64, m=3), 1)]
+  with pytest.raises(ValueError, match='one substring layout'):
+    mih.search(q, mixed, 5, 64)
+
+
+def test_budget_gives_up_and_auto_stays_exact():
+  rng = np.random.default_rng(2)
+  n, bits = 4000, 64
+  db = codes(n, bits, 0, rng)
+  q = queries(db, bits, rng)
+  parts = shards(db, bits, [1500])
+  stats = {}
+  d, i, gave_up = mih.search(q, parts, 1, bits, max_candidates=20,
+                             stats=stats)
+  assert gave_up[-12:].all() and not gave_up[1:3].any()  # unique hits: cheap
+  assert (stats['candidates'][~gave_up] <= 20).all()
+  assert (i[gave_up] == -1).all() and (d[gave_up] == bits + 1).all()
+  want_d, want_i = reference(q, db, 1)
+  np.testing.assert_array_equal(d[~gave_up], want_d[~gave_up])
+  np.testing.assert_array_equal(i[~gave_up], want_i[~gave_up])
+  want_d, want_i = reference(q, db, 10)
+  # A tiny cost ratio: a large budget, MIH answers; a huge one: all flat.
+  # choose() would send a database this small to the flat scan: bypass it.
+  for ratio in (1e-3, 1e6):
+    d, i = _auto(q, parts, 10, bits, ratio)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+  d, i = mih.search_auto(q, parts, 10, bits)          # choose() -> flat
+  np.testing.assert_array_equal(i, want_i)
+
+
+def _auto(q, parts, k, bits, ratio):
+  choose = mih.choose
+  mih.choose = lambda *a: 'mih'
+  try:
+    return mih.search_auto(q, parts, k, bits, cost_ratio=ratio, batch=4)
+  finally:
+    mih.choose = choose
+
+
+@pytest.mark.parametrize('bits, clusters', [(64, 3), (40, 0), (128, 20)])
+def test_radius_matches_flatnonzero(bits, clusters):
+  rng = np.random.default_rng(bits)
+  n = 2000
+  db = codes(n, bits, clusters, rng)
+  q = queries(db, bits, rng, 6)
+  full = np.bitwise_count(q[:, None] ^ db[None]).sum(-1)
+  parts = shards(db, bits, [700])
+  for r in (0, 2, 5):
+    got = mih.radius(q, parts, r, bits)
+    flat = mih.radius_flat(q, db, r, bits, chunk=300)
+    merged = mih.radius_parts_flat(q, parts, r, bits, chunk=300)
+    for row, res in enumerate(zip(got, flat, merged)):
+      want = np.flatnonzero(full[row] <= r)
+      want = want[np.argsort(full[row, want], kind='stable')]
+      for d, i in res:
+        np.testing.assert_array_equal(i, want)
+        np.testing.assert_array_equal(d, full[row, want])
+        assert d.dtype == np.int32 and i.dtype == np.int64
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+  rng = np.random.default_rng(3)
+  db = codes(1000, 64, 0, rng)
+  tables = mih.build(db, 64)
+  assert tables.bytes_per_code() > 3 * 4       # rows + offsets
+  path = str(tmp_path / 'db.mih')
+  tables.save(path)
+  loaded = mih.load(path, packed=db)
+  assert isinstance(loaded.rows[0], np.memmap)
+  for a, b in zip(tables.offsets + tables.rows, loaded.offsets + loaded.rows):
+    np.testing.assert_array_equal(a, b)
+  assert (loaded.m, loaded.lengths, loaded.n) == (tables.m, tables.lengths,
+                                                  1000)
+  q = queries(db, 64, rng, 3)
+  d, i, _ = mih.search(q, [(db, loaded, 0)], 10, 64)
+  np.testing.assert_array_equal(i, reference(q, db, 10)[1])
+  # index.py's codes checksum is the same fingerprint.
+  index.save(str(tmp_path / 'db.idx'), None, range(1000), packed=db, bits=64)
+  idx = index.load(str(tmp_path / 'db.idx'))
+  mih.load(path, fingerprint_=idx.header['codes_sha256'])
+
+  other = db.copy()
+  other[5, 0] ^= np.uint32(1)
+  with pytest.raises(mih.BadTablesError, match='db.mih.*other codes'):
+    mih.load(path, packed=other)
+  with pytest.raises(mih.BadTablesError, match='db.mih.*shape'):
+    mih.load(path, packed=db[:10])
+  raw = bytearray(open(path, 'rb').read())
+  bad = str(tmp_path / 'bad.mih')
+  raw[-3] ^= 1                                     # a row flipped
+  open(bad, 'wb').write(bytes(raw))
+  with pytest.raises(mih.BadTablesError, match='bad.mih.*corrupt'):
+    mih.load(bad)
+  mih.load(bad, verify=False)                      # size and header fine
+  open(bad, 'wb').write(bytes(raw[:-8]))
+  with pytest.raises(mih.BadTablesError, match='bad.mih.*truncated'):
+    mih.load(bad)
+  open(bad, 'wb').write(b'not tables')
+  with pytest.raises(mih.BadTablesError, match='bad.mih'):
+    mih.load(bad)
