@@ -146,8 +146,11 @@ def query_paths(query):
   return paths
 
 
-def search(index_path, queries, k=20, workdir=None, timing=None):
-  """Encodes the query images and ranks the index.
+def search(index_path, queries, k=20, workdir=None, timing=None,
+           algorithm='auto', radius=None):
+  """Encodes the query images and ranks the index (the k nearest, or with
+  `radius` every item within that Hamming distance) by `algorithm`:
+  'flat', 'mih' (multi-index hashing) or 'auto' (hashjax/archive/exact.py).
 
   The queries are encoded with the network of the run and checkpoint step
   that made the index's codes (or an error naming both).
@@ -157,14 +160,15 @@ def search(index_path, queries, k=20, workdir=None, timing=None):
       compile the encoder, encode the queries and rank the index.
 
   Returns (Index, paths, query labels [Q] (class index or -1), distances
-  [Q, k], indices [Q, k]).
+  [Q, k], indices [Q, k]); with radius, distances and indices are lists of
+  one array per query.
   """
   timing = {} if timing is None else timing
   t0 = time.perf_counter()
   from hashjax import restore  # pylint: disable=g-import-not-at-top
   from hashjax.archive import index as index_lib  # pylint: disable=g-import-not-at-top
+  from hashjax.archive import exact  # pylint: disable=g-import-not-at-top
   from hashjax.archive import shards  # pylint: disable=g-import-not-at-top
-  from hashjax.archive import topk  # pylint: disable=g-import-not-at-top
   from hashjax.data import image_set as image_set_lib  # pylint: disable=g-import-not-at-top
   timing['import'] = time.perf_counter() - t0
   t0 = time.perf_counter()
@@ -203,7 +207,11 @@ def search(index_path, queries, k=20, workdir=None, timing=None):
   q = encode(image_set, np.arange(len(paths)))
   timing['encode'] = time.perf_counter() - t0
   t0 = time.perf_counter()
-  dist, ids = topk.search(index_lib.pack(q), idx.packed, k, idx.bits)
+  if radius is None:
+    dist, ids = exact.nearest(idx, index_lib.pack(q), k, algorithm)
+  else:
+    found = exact.within(idx, index_lib.pack(q), radius, algorithm)
+    dist, ids = [d for d, _ in found], [i for _, i in found]
   timing['search'] = time.perf_counter() - t0
   return idx, paths, q_labels, dist, ids
 
@@ -242,8 +250,9 @@ def main(argv):
       sys.exit('hashjax.search: give --index=FILE --query=IMAGE|DIR|LIST to '
                'search, or --workdir=RUN --out=FILE to build an index.')
     timing = {}
-    idx, paths, q_labels, dist, ids = search(_INDEX.value, _QUERY.value,
-                                             _K.value, _WORKDIR.value, timing)
+    idx, paths, q_labels, dist, ids = search(
+        _INDEX.value, _QUERY.value, _K.value, _WORKDIR.value, timing,
+        _ALGORITHM.value, _RADIUS.value)
     report.print_results(idx, paths, q_labels, dist, ids)
     total = time.perf_counter() - _T_START
     print('time: ' + ', '.join(f'{k} {v:.2f}s' for k, v in timing.items())
@@ -260,10 +269,17 @@ def _define_flags():
   hashjax.search next to hashjax.convert defines no flag twice)."""
   global _INDEX, _QUERY, _K, _REPORT, _WORKDIR, _OUT, _IMAGES, _APPEND  # pylint: disable=global-statement
   global _TFDS_DATA_DIR, _ALLOW_OTHER, _SHARD_SIZE, _COMPACT  # pylint: disable=global-statement
+  global _ALGORITHM, _RADIUS  # pylint: disable=global-statement
   _INDEX = flags.DEFINE_string('index', None, 'Index file to search.')
   _QUERY = flags.DEFINE_string(
       'query', None, 'An image, a folder of images, or a .txt list of paths.')
   _K = flags.DEFINE_integer('k', 20, 'Results per query.')
+  _RADIUS = flags.DEFINE_integer(
+      'radius', None, 'Instead of the k nearest: every item within this '
+      'Hamming distance.')
+  _ALGORITHM = flags.DEFINE_enum(
+      'algorithm', 'auto', ['auto', 'flat', 'mih'], 'Exact search by the '
+      'flat scan, multi-index hashing, or whichever suits the index and k.')
   _REPORT = flags.DEFINE_string(
       'report', None, 'Write a visual report: .html (self-contained) or .png.')
   _WORKDIR = flags.DEFINE_string('workdir', None,

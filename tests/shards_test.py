@@ -77,7 +77,7 @@ def test_append_refuses_what_index_append_refuses(tmp_path):
                   source=dict(workdir='/runs/other', step=5))
   with pytest.raises(ValueError, match='already holds an index'):
     shards.save(path, _codes(rng, 1), ['new.jpg'])
-  assert len(shards.load(path)) == 20 and len(os.listdir(path)) == 3
+  assert len(shards.load(path)) == 20 and len(os.listdir(path)) == 4
 
 
 def test_compact_merges_small_shards(tmp_path):
@@ -92,8 +92,8 @@ def test_compact_merges_small_shards(tmp_path):
       np.arange(200) % 3 == 0, np.arange(5) % 3 == 0, np.arange(6) % 3 == 0])
   # the merged shards' files are gone; the big one was left alone
   after = sorted(os.listdir(path))
-  assert len(after) == 5 and 'shard-000003.hjidx' in after   # 3 shards,
-  # manifest, lock
+  assert len(after) == 8 and 'shard-000003.hjidx' in after   # 3 shards
+  # and their tables, manifest, lock
   assert shards.compact(path, target=64) == (3, 3)
 
 

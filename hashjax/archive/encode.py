@@ -7,8 +7,10 @@ The items (a sorted listing) are cut, in order, into shards of
 A rerun of the same command after a kill or preemption finds the shards
 already finished (kept if they verify and hold the planned ids: not
 redone), encodes the rest, and only then adds them all to the manifest in
-order: a reader sees the index before the encode or after it, never part
-of it.
+order, with the plan recorded as finished: a reader sees the index before
+the encode or after it, never part of it, and a rerun of a finished encode
+does nothing. The shards are then compacted (shards.compact: fewer,
+bigger shards search faster), each with its multi-index hashing tables.
 
 Under JAX's multi-host runtime every process runs the same command: the
 inference pipeline gives each its share of every batch (hashjax/inference.py,
@@ -76,7 +78,8 @@ def _barrier(name):
 
 
 def encode(encoder, image_set, out, *, source, shard_size=1 << 16,
-           append=False, allow_other_network=False, log=print):
+           append=False, allow_other_network=False, log=print,
+           compact_to=1 << 22):
   """Encodes `image_set` into the sharded index directory `out`.
 
   Args:
@@ -85,8 +88,10 @@ def encode(encoder, image_set, out, *, source, shard_size=1 << 16,
     image_set: the ImageSet to encode (ids = its names).
     out: the index directory (created; with append, added to).
     source: the network that makes the codes (workdir, step, method, bits).
-    shard_size: items per shard.
+    shard_size: items per shard (the unit of resumption).
     log: where progress lines go (process 0 only).
+    compact_to: once all are written and listed, the shards are merged
+      into shards of up to this many codes (shards.compact).
 
   Returns:
     A summary dict: codes, shards (total, encoded now, kept), unreadable
@@ -101,14 +106,14 @@ def encode(encoder, image_set, out, *, source, shard_size=1 << 16,
   plan = plan_name(image_set, shard_size, source)
   files = shard_names(plan, len(ids), shard_size)
   if os.path.exists(shards.manifest_path(out)):
-    listed = {e['file'] for e in shards.read_manifest(out)['shards']}
-    if set(files) <= listed:    # this very encode finished before
+    if plan in shards.read_manifest(out).get('encodes', []):
+      # this very encode finished before
       say(f'{out} already holds these {len(ids):,} images (encode {plan} '
           'finished): nothing to do')
       return dict(shards=len(files), encoded_shards=0,
                   kept_shards=len(files), seconds=0.0, images_per_s=0.0,
                   codes=len(shards.load(out, verify=False)),
-                  unreadable=_unreadable(out, files))
+                  unreadable=_unreadable_listed(out, plan))
     if not append:
       raise ValueError(f'{out!r} already holds an index: add to it with '
                        '--append, or choose another --out.')
@@ -154,14 +159,29 @@ def encode(encoder, image_set, out, *, source, shard_size=1 << 16,
                    seconds=time.time() - t0,
                    images_per_s=encoded / max(time.time() - t0, 1e-9))
     if main:
-      shards.commit(out, files, bits=source['bits'], class_names=names,
-                    source=source)
       bad = _unreadable(out, files)
       _list_unreadable(out, plan, bad)
+      shards.commit(out, files, bits=source['bits'], class_names=names,
+                    source=source, expected=len(ids), plan=plan)
+      if len(files) > 1:   # fewer, bigger shards search faster
+        shards.compact_held(out, compact_to)
       summary.update(codes=len(shards.load(out, verify=False)),
                      unreadable=bad)
   _barrier(f'hashjax encode {plan} committed')
   return summary
+
+
+def _unreadable_listed(out, plan):
+  path = os.path.join(out, 'unreadable.txt')
+  if not os.path.exists(path):
+    return []
+  bad, mine = [], False
+  for line in open(path):
+    if line.startswith('# encode '):
+      mine = line.startswith(f'# encode {plan}:')
+    elif mine and '\t' in line:
+      bad.append(tuple(line.rstrip('\n').split('\t', 1)))
+  return bad
 
 
 def _unreadable(out, files):
@@ -196,8 +216,18 @@ def _write_shard(path, image_set, a, b, c, readable, labels, names, source):
 
 
 def _list_unreadable(out, plan, bad):
+  """Rewrites out/unreadable.txt with this encode's section (replacing one
+  left by an earlier, interrupted run of it)."""
   path = os.path.join(out, 'unreadable.txt')
-  lines = [f'# encode {plan}: {len(bad)} unreadable image(s), left out of '
+  kept, mine = [], False
+  if os.path.exists(path):
+    for line in open(path):
+      if line.startswith('# encode '):
+        mine = line.startswith(f'# encode {plan}:')
+      if not mine:
+        kept.append(line)
+  kept += [f'# encode {plan}: {len(bad)} unreadable image(s), left out of '
            'the index\n'] + [f'{name}\t{error}\n' for name, error in bad]
-  with open(path, 'a') as f:
-    f.writelines(lines)
+  with open(path + '.tmp', 'w') as f:
+    f.writelines(kept)
+  os.replace(path + '.tmp', path)

@@ -76,7 +76,7 @@ def write_report(path, idx, paths, q_labels, dist, ids):
 border:4px solid #ddd}} td.y{{border-color:#2a2}} td.n{{border-color:#d22}}
 td.q{{border-color:#26d}}</style>
 <h2>hashjax search: {len(paths)} quer{"y" if len(paths) == 1 else "ies"},
-top {dist.shape[1]} of {len(idx):,} ({idx.bits} bits)</h2>
+top {max(len(d) for d in dist)} of {len(idx):,} ({idx.bits} bits)</h2>
 <p>index {html.escape(idx.path)} from {src}. Green: shares the query's
 class; red: does not; grey: unknown.</p><table>{"".join(rows)}</table>'''
   pathlib.Path(path).write_text(doc)
@@ -88,7 +88,7 @@ def _report_png(path, idx, paths, q_labels, dist, ids):
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  cols = dist.shape[1] + 1
+  cols = max(len(d) for d in dist) + 1
   fig, axes = plt.subplots(len(paths), cols, figsize=(1.6 * cols,
                                                       2.0 * len(paths)),
                            squeeze=False)

@@ -30,11 +30,18 @@ import numpy as np
 
 from hashjax import locking
 from hashjax.archive import index as index_lib
+from hashjax.archive import mih
 
 MANIFEST = 'manifest.json'
 FORMAT = 'hashjax-index'
 VERSION = 1
 SHARD_SUFFIX = '.hjidx'
+TABLES_SUFFIX = '.mih'
+
+
+def tables_file(shard_file):
+  """The multi-index hashing tables of a shard file (hashjax/archive/mih.py)."""
+  return shard_file[:-len(SHARD_SUFFIX)] + TABLES_SUFFIX
 
 
 def is_sharded(path):
@@ -159,6 +166,30 @@ class ShardedIndex(index_lib.Index):
     self.labels = (np.concatenate(labelled) if labelled and
                    len(labelled) == len(shards) else None)
 
+  def parts(self, verify=True):
+    """[(packed codes, mih.Tables, first row)] per shard, for mih.search:
+    each shard's tables file, checked against the shard's codes (a corrupt
+    one is an error naming it); built in memory where a shard has none."""
+    out = []
+    for shard, entry, start in zip(self.shards, self.manifest['shards'],
+                                   self.starts):
+      fp = shard.header['codes_sha256']
+      tpath = os.path.join(self.path, tables_file(entry['file']))
+      if os.path.exists(tpath):
+        tables = mih.load(tpath, fingerprint_=fp, verify=verify)
+        if tables.m != self.manifest.get('mih_m', tables.m):
+          raise index_lib.BadIndexError(
+              f'{tpath!r} splits codes in {tables.m} substrings; the index '
+              f'uses {self.manifest["mih_m"]}. Delete it to rebuild it.')
+      else:
+        tables = mih.build(shard.packed, self.bits, self.mih_m(), fp)
+      out.append((shard.packed, tables, int(start)))
+    return out
+
+  def mih_m(self):
+    """Substrings per code for the tables of this index's shards."""
+    return self.manifest.get('mih_m') or mih.choose_m(len(self), self.bits)
+
 
 def _manifest_sha256(manifest):
   rest = {k: v for k, v in manifest.items() if k != 'manifest_sha256'}
@@ -260,22 +291,46 @@ def _write_manifest(path, manifest):
 
 
 def commit(path, names, *, bits, class_names=None, source=None,
-           next_shard=None):
+           next_shard=None, expected=None, plan=None):
   """Adds the shard files `names` (already in the directory `path`) to its
-  manifest, creating the index if it has none. The caller holds the lock
-  (`hold`). Returns the manifest written."""
+  manifest, creating the index if it has none, and writes each shard's
+  multi-index hashing tables where missing. The caller holds the lock
+  (`hold`). `expected`: the index's expected size, which sets the tables'
+  substrings when the index is created; `plan`: an encode to record as
+  finished. Returns the manifest written."""
   if os.path.exists(manifest_path(path)):
     manifest = read_manifest(path)
   else:
     manifest = dict(format=FORMAT, version=VERSION, bits=int(bits),
                     words=-(-int(bits) // 32), class_names=class_names,
-                    source=source or {}, shards=[], next_shard=0)
+                    source=source or {}, shards=[], next_shard=0,
+                    mih_m=mih.choose_m(expected or 1, int(bits)), encodes=[])
   listed = {e['file'] for e in manifest['shards']}
+  for name in names:
+    if name not in listed:
+      write_tables(path, name, manifest['mih_m'])
   manifest['shards'] = manifest['shards'] + [
       _entry(path, n) for n in names if n not in listed]
   if next_shard is not None:
     manifest['next_shard'] = next_shard
+  if plan:
+    manifest['encodes'] = manifest.get('encodes', []) + [plan]
   return _write_manifest(path, manifest)
+
+
+def write_tables(path, name, m):
+  """Writes the tables of shard file `name` unless a valid file is there."""
+  tpath = os.path.join(path, tables_file(name))
+  shard = index_lib.load(os.path.join(path, name), verify=False)
+  if os.path.exists(tpath):
+    try:
+      t = mih.load(tpath, fingerprint_=shard.header['codes_sha256'])
+      if t.m == m:
+        return
+    except (mih.BadTablesError, ValueError):
+      pass
+  mih.build(shard.packed, shard.bits, m,
+            shard.header['codes_sha256']).save(tpath)
 
 
 def hold(path):
@@ -305,7 +360,8 @@ def save(path, codes, ids, *, labels=None, class_names=None, source=None):
                      class_names=class_names, source=source, packed=None,
                      bits=None)
     commit(path, [name], bits=np.asarray(codes).shape[1],
-           class_names=class_names, source=source, next_shard=nxt)
+           class_names=class_names, source=source, next_shard=nxt,
+           expected=len(ids))
   return load(path, verify=False)
 
 
@@ -336,38 +392,46 @@ def compact(path, target=1 << 22):
   codes (a shard already that big is left alone); verifies every shard
   first. Returns (shards before, shards after)."""
   with hold(path):
-    idx = load(path, verify=True)
-    groups, current = [], []
-    for shard, entry in zip(idx.shards, idx.manifest['shards']):
-      if current and sum(len(s) for s, _ in current) + len(shard) > target:
-        groups.append(current)
-        current = []
-      current.append((shard, entry))
-    if current:
+    return compact_held(path, target)
+
+
+def compact_held(path, target=1 << 22):
+  """`compact`, for a caller that holds the lock."""
+  idx = load(path, verify=True)
+  groups, current = [], []
+  for shard, entry in zip(idx.shards, idx.manifest['shards']):
+    if current and sum(len(s) for s, _ in current) + len(shard) > target:
       groups.append(current)
-    entries, removed = [], []
-    manifest = dict(idx.manifest)
-    for group in groups:
-      if len(group) == 1:
-        entries.append(group[0][1])
-        continue
-      name, manifest['next_shard'] = _next_name(path)
-      shards = [s for s, _ in group]
-      labels = (None if idx.labels is None else
-                np.concatenate([s.labels for s in shards]))
-      index_lib._write(  # pylint: disable=protected-access
-          os.path.join(path, name), None, [i for s in shards for i in s.ids],
-          labels=labels, class_names=idx.class_names,
-          source=dict(shards[0].source,
-                      merged=[e['file'] for _, e in group]),
-          packed=np.concatenate([np.asarray(s.packed) for s in shards]),
-          bits=idx.bits)
-      entries.append(_entry(path, name))
-      removed += [e['file'] for _, e in group]
-    manifest['shards'] = entries
-    before = len(idx.shards)
-    del idx
-    _write_manifest(path, manifest)
-    for name in removed:
-      os.remove(os.path.join(path, name))
+      current = []
+    current.append((shard, entry))
+  if current:
+    groups.append(current)
+  entries, removed = [], []
+  manifest = dict(idx.manifest, mih_m=idx.mih_m())
+  for group in groups:
+    if len(group) == 1:
+      entries.append(group[0][1])
+      continue
+    name, manifest['next_shard'] = _next_name(path)
+    shards = [s for s, _ in group]
+    labels = (None if idx.labels is None else
+              np.concatenate([s.labels for s in shards]))
+    index_lib._write(  # pylint: disable=protected-access
+        os.path.join(path, name), None, [i for s in shards for i in s.ids],
+        labels=labels, class_names=idx.class_names,
+        source=dict(shards[0].source,
+                    merged=[e['file'] for _, e in group]),
+        packed=np.concatenate([np.asarray(s.packed) for s in shards]),
+        bits=idx.bits)
+    write_tables(path, name, idx.mih_m())
+    entries.append(_entry(path, name))
+    removed += [e['file'] for _, e in group]
+  manifest['shards'] = entries
+  before = len(idx.shards)
+  del idx
+  _write_manifest(path, manifest)
+  for name in removed:
+    for f in (name, tables_file(name)):
+      if os.path.exists(os.path.join(path, f)):
+        os.remove(os.path.join(path, f))
   return before, len(entries)

@@ -1,0 +1,66 @@
+"""Exact search of an index, single-file or sharded: the k nearest codes,
+or every code within a Hamming radius, by the flat scan
+(hashjax/archive/topk.py), by multi-index hashing (hashjax/archive/mih.py),
+or by whichever suits (`auto`). All three give the same answer: ascending
+distance, ties by index.
+
+`auto` sends a small index, or a k that is a sizeable share of it, to the
+flat scan (mih.choose); otherwise each query runs MIH with a budget of
+candidates worth about half a flat scan, and the queries that exhaust it
+(codes spread too evenly for substrings to prune) go to the flat scan,
+which reads the index a chunk at a time.
+"""
+import numpy as np
+
+from hashjax.archive import mih
+from hashjax.archive import topk
+
+ALGORITHMS = ('auto', 'flat', 'mih')
+
+
+def _check(algorithm):
+  if algorithm not in ALGORITHMS:
+    raise ValueError(f'Unknown search algorithm {algorithm!r}; choose one of '
+                     f'{", ".join(ALGORITHMS)}.')
+
+
+def parts(idx, verify=True):
+  """[(packed, mih.Tables, first row)] of a loaded index: a sharded index's
+  tables files (ShardedIndex.parts), or tables built in memory for a
+  single-file index."""
+  if hasattr(idx, 'parts'):
+    return idx.parts(verify)
+  packed = idx.packed
+  return [(packed, mih.build(packed, idx.bits, None,
+                             idx.header.get('codes_sha256')), 0)]
+
+
+def nearest(idx, q_packed, k, algorithm='auto'):
+  """(distances [Q, k] int32, rows [Q, k] int64) of the k nearest codes of
+  the index `idx` to each packed query."""
+  _check(algorithm)
+  q = np.ascontiguousarray(q_packed, np.uint32)
+  if algorithm == 'flat' or (algorithm == 'auto' and mih.choose(
+      len(idx), idx.bits, k) == 'flat'):
+    d, i = topk.search(q, idx.packed, k, idx.bits,
+                       query_block=topk.block_for(len(q), 64 if k <= 256
+                                                  else 16))
+    return d.astype(np.int32), i.astype(np.int64)
+  if algorithm == 'mih':
+    d, i, _ = mih.search(q, parts(idx), k, idx.bits)
+    return d, i
+  return mih.search_auto(q, parts(idx), k, idx.bits)
+
+
+def within(idx, q_packed, radius, algorithm='auto'):
+  """Every code within Hamming distance `radius` of each query: a list of
+  (distances int32, rows int64) per query, by (distance, row)."""
+  _check(algorithm)
+  if radius < 0 or radius > idx.bits:
+    raise ValueError(f'radius must be 0..{idx.bits}; got {radius}.')
+  q = np.ascontiguousarray(q_packed, np.uint32)
+  ps = parts(idx) if algorithm != 'flat' else None
+  if algorithm == 'mih' or (algorithm == 'auto' and
+                            radius < 2 * ps[0][1].m and len(idx) >= 100_000):
+    return mih.radius(q, ps, radius, idx.bits)
+  return mih.radius_flat(q, idx.packed, radius, idx.bits)
