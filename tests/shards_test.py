@@ -191,3 +191,26 @@ def test_lazy_loading_reads_ids_and_labels_a_shard_at_a_time(tmp_path):
   np.testing.assert_array_equal(idx.codes([0, 40]), codes[[0, 40]])
   with pytest.raises(IndexError):
     idx.ids[77]
+
+
+def test_a_service_watching_a_sharded_index_sees_appends(tmp_path):
+  """The service's Watcher follows the manifest: an append or a compaction
+  by another writer is a new version; a corrupted manifest keeps the old
+  one serving, with the error."""
+  from hashjax.serving import snapshot  # pylint: disable=g-import-not-at-top
+  path, _, _ = _grow(tmp_path, [30])
+  w = snapshot.Watcher(path)
+  assert w.current.version == 1 and len(w.current.index) == 30
+  assert not w.check()
+  rng = np.random.default_rng(5)
+  shards.append(path, _codes(rng, 4), ['n1', 'n2', 'n3', 'n4'],
+                labels=np.eye(3, dtype=np.float32)[[0, 1, 2, 0]])
+  assert w.check() and w.current.version == 2
+  assert w.current.rows_by_id['n4'] == 33
+  shards.compact(path)
+  assert w.check() and len(w.current.index.shards) == 1
+  m = os.path.join(path, 'manifest.json')
+  text = open(m).read()
+  open(m, 'w').write(text[:len(text) // 2])
+  assert not w.check() and 'manifest.json' in w.error
+  assert w.current.version == 3 and len(w.current.index) == 34

@@ -30,9 +30,10 @@ def parts(idx, verify=True):
   single-file index."""
   if hasattr(idx, 'parts'):
     return idx.parts(verify)
-  packed = idx.packed
-  return [(packed, mih.build(packed, idx.bits, None,
-                             idx.header.get('codes_sha256')), 0)]
+  if getattr(idx, 'mih_parts', None) is None:   # built once per Index
+    idx.mih_parts = [(idx.packed, mih.build(
+        idx.packed, idx.bits, None, idx.header.get('codes_sha256')), 0)]
+  return idx.mih_parts
 
 
 def nearest(idx, q_packed, k, algorithm='auto'):

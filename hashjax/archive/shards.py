@@ -169,7 +169,13 @@ class ShardedIndex(index_lib.Index):
   def parts(self, verify=True):
     """[(packed codes, mih.Tables, first row)] per shard, for mih.search:
     each shard's tables file, checked against the shard's codes (a corrupt
-    one is an error naming it); built in memory where a shard has none."""
+    one is an error naming it); built in memory where a shard has none.
+    Loaded once per ShardedIndex."""
+    if getattr(self, '_parts', None) is None:
+      self._parts = self._load_parts(verify)
+    return self._parts
+
+  def _load_parts(self, verify):
     out = []
     for shard, entry, start in zip(self.shards, self.manifest['shards'],
                                    self.starts):
