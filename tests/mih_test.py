@@ -92,7 +92,8 @@ def test_shards_of_one_code_and_mixed_layouts():
     mih.search(q, mixed, 5, 64)
 
 
-def test_budget_gives_up_and_auto_stays_exact():
+def test_budget_gives_up_and_auto_stays_exact(monkeypatch):
+  monkeypatch.setattr(mih, 'STEP_WORK', 0)     # count probes and rows only
   rng = np.random.default_rng(2)
   n, bits = 4000, 64
   db = codes(n, bits, 0, rng)
@@ -116,6 +117,12 @@ def test_budget_gives_up_and_auto_stays_exact():
     np.testing.assert_array_equal(i, want_i)
   d, i = mih.search_auto(q, parts, 10, bits)          # choose() -> flat
   np.testing.assert_array_equal(i, want_i)
+  assert mih.choose(4000, 64, 10) == 'flat'
+  assert mih.choose(10**7, 64, 100) == 'mih'
+  assert mih.choose(10**7, 64, 10**6) == 'flat'
+  monkeypatch.setattr(mih, 'STEP_WORK', 512)
+  _, _, gave_up = mih.search(q, parts, 1, bits, max_candidates=500)
+  assert gave_up.all()                                  # one step is 512
 
 
 def _auto(q, parts, k, bits, ratio):

@@ -56,10 +56,14 @@ _ALIGN = 64
 MAX_KEY_BITS = 24
 MIN_KEY_BITS = 8
 
-# Seconds per verified MIH candidate (random gather + popcount + merge)
-# over seconds per code per query of topk.search's flat scan, measured by
-# bench/archive.py (see its --ratio output) at 10^6-10^7 codes on 2 cores.
+# Seconds per unit of MIH work (a bucket probed or a row verified: random
+# gathers, popcount, merge) over seconds per code per query of
+# topk.search's flat scan: bench/archive.py's "cost ratio" column measured
+# 18-147 (most 40-100) at 10^6 codes, 64 and 128 bits, 2 CPU cores.
 COST_RATIO = 60
+# Work units charged per table probe step (a substring at a radius, in a
+# part): the fixed cost of its ~20 numpy calls (~30 us) in the same units.
+STEP_WORK = 512
 
 
 class BadTablesError(ValueError):
@@ -393,7 +397,8 @@ def _query_keys(q, tables):
 
 def _knn_one(q, keys, parts, k, total, budget):
   """(best k keys (distance * total + global row) ascending, or None when
-  the work passed `budget`; the work: buckets probed + rows verified)."""
+  the work passed `budget`; the work: buckets probed + rows verified +
+  STEP_WORK per probe step)."""
   t = parts[0].tables
   m, lengths = t.m, t.lengths
   qws = [p.query(q) for p in parts]
@@ -404,7 +409,7 @@ def _knn_one(q, keys, parts, k, total, budget):
       probe = keys[j] ^ masks(lengths[j], s)
       if probe.size:
         for p, qw in zip(parts, qws):
-          seen += probe.size
+          seen += probe.size + STEP_WORK
           if seen > budget:
             return None, seen
           rows = p.candidates(j, probe)
@@ -434,10 +439,11 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     k: results per query, clipped to the total number of codes.
     bits: code length.
     max_candidates: per query; a query whose work (buckets probed + rows
-      verified, each a random access) passes it gives up (its row of the result is dist bits + 1, index
+      verified, each a random access, + STEP_WORK per table probed) passes
+      it gives up (its row of the result is dist bits + 1, index
       -1) and is flagged in `gave_up`.
     stats: optional dict, given 'candidates' (int64 [Q], the work per
-      query: buckets probed + rows verified).
+      query as counted for max_candidates).
   Returns:
     (dist [Q, k] int32, idx [Q, k] int64, gave_up [Q] bool): ascending
     distance, ties by global index (row offset + row).
@@ -487,12 +493,13 @@ def flat(q_packed, parts, k, bits, **kwargs):
 
 
 def choose(n, bits, k):
-  """'flat' or 'mih' for a database of n codes: flat for small databases
-  (the flat scan is a few milliseconds) or a k that is a sizeable share
-  of n (MIH would verify most of the database)."""
-  if n < 100_000 or k * COST_RATIO * 8 > n:
-    return 'flat'
+  """'flat' or 'mih' for a database of n codes: flat below 2 x 10^6 codes
+  (bench/archive.py: at 10^6 the flat scan beats MIH or ties in every
+  cell, random or clustered, 64 or 128 bits) or when k alone would use
+  the candidate budget of search_auto."""
   del bits
+  if n < 2_000_000 or k * 2 * COST_RATIO > n:
+    return 'flat'
   return 'mih'
 
 
