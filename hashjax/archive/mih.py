@@ -31,7 +31,7 @@ Several shards (`parts`: packed codes, their Tables, the global row of
 their first code) are searched jointly. A query whose candidates pass
 `max_candidates` gives up (random codes at a long k-th distance, a huge
 bucket of near-duplicates): `search_auto` scans those queries flat with
-topk.search, with a budget of N / (2 COST_RATIO) candidates, where a
+topk.search, with a budget of N / COST_RATIO candidates, where a
 candidate is a bucket probed or a row verified (each a random access)
 and COST_RATIO is what one costs against one code of the flat scan.
 
@@ -498,7 +498,7 @@ def choose(n, bits, k):
   cell, random or clustered, 64 or 128 bits) or when k alone would use
   the candidate budget of search_auto."""
   del bits
-  if n < 2_000_000 or k * 2 * COST_RATIO > n:
+  if n < 2_000_000 or k * COST_RATIO > n:
     return 'flat'
   return 'mih'
 
@@ -507,8 +507,8 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
                 batch=16, **flat_kwargs):
   """Exact k nearest neighbours, never much slower than the flat scan.
 
-  MIH with a budget of N / (2 cost_ratio) candidates per query (a query
-  that gives up has cost about half a flat scan), then the flat scan
+  MIH with a budget of N / cost_ratio candidates per query (a query that
+  gives up has cost about one flat scan), then the flat scan
   (`flat`, topk.search) for the queries past it. Queries go in batches of
   `batch`; once more than half of those searched gave up (a distribution
   MIH cannot prune), the rest go straight to the flat scan. `choose`
@@ -529,7 +529,7 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
   while done < len(q) and to_flat[:done].sum() * 2 <= max(done, batch):
     end = min(done + batch, len(q))
     d, i, g = search(q[done:end], parts, k, bits,
-                     max_candidates=total / (2 * cost_ratio))
+                     max_candidates=total / cost_ratio)
     dist[done:end], idx[done:end], to_flat[done:end] = d, i, g
     done = end
   to_flat[done:] = True
