@@ -5,10 +5,10 @@ or by whichever suits (`auto`). All three give the same answer: ascending
 distance, ties by index.
 
 `auto` sends a small index, or a k that is a sizeable share of it, to the
-flat scan (mih.choose); otherwise each query runs MIH with a budget of
-candidates worth about half a flat scan, and the queries that exhaust it
-(codes spread too evenly for substrings to prune) go to the flat scan,
-which reads the index a chunk at a time.
+flat scan (mih.choose); otherwise it measures both on the first queries
+(MIH with a budget of about one flat scan per query; the queries that
+exhaust it, codes spread too evenly for substrings to prune, go to the
+flat scan) and sends the rest to whichever cost less (mih.search_auto).
 """
 import numpy as np
 
@@ -50,7 +50,10 @@ def nearest(idx, q_packed, k, algorithm='auto'):
   if algorithm == 'mih':
     d, i, _ = mih.search(q, parts(idx), k, idx.bits)
     return d, i
-  return mih.search_auto(q, parts(idx), k, idx.bits)
+  def flat(qq):   # one compiled query block for every call auto makes
+    d, i = topk.search(qq, idx.packed, k, idx.bits, query_block=16)
+    return d.astype(np.int32), i.astype(np.int64)
+  return mih.search_auto(q, parts(idx), k, idx.bits, flat_fn=flat)
 
 
 def within(idx, q_packed, radius, algorithm='auto'):

@@ -504,38 +504,79 @@ def choose(n, bits, k):
 
 
 def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
-                batch=16, **flat_kwargs):
-  """Exact k nearest neighbours, never much slower than the flat scan.
+                batch=16, flat_fn=None, **flat_kwargs):
+  """Exact k nearest neighbours by MIH or the flat scan, whichever is
+  faster here, measured.
 
-  MIH with a budget of N / cost_ratio candidates per query (a query that
-  gives up has cost about one flat scan), then the flat scan
-  (`flat`, topk.search) for the queries past it. Queries go in batches of
-  `batch`; once more than half of those searched gave up (a distribution
-  MIH cannot prune), the rest go straight to the flat scan. `choose`
-  sends small databases and large k to the flat scan at once.
+  Which wins depends on the codes (how near the k-th neighbour is) and on
+  the machine, so this measures rather than predicts. `choose` sends small
+  databases and large k to the flat scan at once. Otherwise the first
+  batch of `batch` queries runs MIH with a budget of N / cost_ratio (about
+  one flat scan): a query that exhausts it is set aside for the flat scan.
+  The next batch, with those, runs the flat scan (its first query alone,
+  so a first compilation is not counted). The remaining queries then go,
+  batch by batch, to whichever has cost less per query so far, MIH's cost
+  including the flat scans of its queries that gave up.
+
+  Args:
+    flat_fn: q_packed -> (dist, idx), the flat scan to use (default:
+      `flat` over the parts, with flat_kwargs).
 
   Returns:
     (dist [Q, k] int32, idx [Q, k] int64), as topk.search.
   """
+  import time  # pylint: disable=g-import-not-at-top
   total = sum(p[0].shape[0] for p in parts)
   q = np.ascontiguousarray(q_packed, np.uint32)
-  if choose(total, bits, k) == 'flat':
-    return flat(q, parts, k, bits, **flat_kwargs)
   k = int(min(k, total))
+  if flat_fn is None:
+    flat_fn = lambda qq: flat(qq, parts, k, bits, **flat_kwargs)  # pylint: disable=unnecessary-lambda-assignment
+  if choose(total, bits, k) == 'flat':
+    return flat_fn(q)
   dist = np.zeros((len(q), k), np.int32)
   idx = np.zeros((len(q), k), np.int64)
-  to_flat = np.zeros(len(q), bool)
-  done = 0
-  while done < len(q) and to_flat[:done].sum() * 2 <= max(done, batch):
-    end = min(done + batch, len(q))
-    d, i, g = search(q[done:end], parts, k, bits,
-                     max_candidates=total / cost_ratio)
-    dist[done:end], idx[done:end], to_flat[done:end] = d, i, g
-    done = end
-  to_flat[done:] = True
-  if to_flat.any():
-    d, i = flat(q[to_flat], parts, k, bits, **flat_kwargs)
-    dist[to_flat], idx[to_flat] = d, i
+  pending = np.zeros(len(q), bool)     # gave up in MIH: flat scan later
+  spent = {'mih': [0.0, 0], 'flat': [0.0, 0]}   # seconds, queries
+  gave_up = 0                          # MIH queries that exhausted the budget
+
+  def per_query(way):
+    s, n = spent[way]
+    return s / n if n else None
+
+  def run_flat(rows):
+    t0 = time.perf_counter()
+    dist[rows], idx[rows] = flat_fn(q[rows])
+    spent['flat'][0] += time.perf_counter() - t0
+    spent['flat'][1] += len(rows)
+
+  start = 0
+  while start < len(q):
+    rows = np.arange(start, min(start + batch, len(q)))
+    start = rows[-1] + 1
+    t_flat, t_mih = per_query('flat'), per_query('mih')
+    if t_mih is not None and t_flat is not None:
+      mih_cost = t_mih + t_flat * gave_up / spent['mih'][1]
+      way = 'mih' if mih_cost < t_flat else 'flat'
+    else:
+      way = 'mih' if t_mih is None else 'flat'
+    if way == 'mih':
+      t0 = time.perf_counter()
+      d, i, g = search(q[rows], parts, k, bits,
+                       max_candidates=total / cost_ratio)
+      spent['mih'][0] += time.perf_counter() - t0
+      spent['mih'][1] += len(rows)
+      dist[rows], idx[rows] = d, i
+      pending[rows] = g
+      gave_up += int(g.sum())
+    else:
+      rows = np.concatenate([np.flatnonzero(pending), rows])
+      pending[:] = False
+      if spent['flat'][1] == 0 and len(rows) > 1:
+        dist[rows[:1]], idx[rows[:1]] = flat_fn(q[rows[:1]])  # compiles
+        rows = rows[1:]
+      run_flat(rows)
+  if pending.any():
+    run_flat(np.flatnonzero(pending))
   return dist, idx
 
 
