@@ -43,7 +43,8 @@ def data_config(name='rsscn7_64'):
   """Dataset block. `name`: 'rsscn7_64' (bundled), 'folder' or a TFDS name."""
   return ml_collections.ConfigDict(dict(
       name=name,
-      root='',            # data.name=folder: <root>/<class>/<image>.
+      root='',            # data.name=folder: <root>/<class>/<image>;
+                          # data.name=list: a .csv of `path,label1;label2`.
       data_dir='',        # TFDS data_dir; '' = TFDS default.
       tfds_split='train', # TFDS split holding all images (then `protocol`).
       download=False,     # TFDS: allow download_and_prepare.

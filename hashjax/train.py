@@ -176,7 +176,8 @@ def _run(config, workdir, trace):
   method, image_set, splits, model = b.method, b.image_set, b.splits, b.model
   n, m, tx, lr_fn = b.n, b.m, b.tx, b.lr_fn
   steps_per_round, total_steps = b.steps_per_round, b.total_steps
-  hp = methods.hyperparams(config)
+  hp = methods.hyperparams(
+      config, multi_label=bool((image_set.labels.sum(1) > 1).any()))
   batch, train_ids = config.input.batch_size, splits['train']
   db = splits['database']
   workdir_lib.write_config(workdir, config)

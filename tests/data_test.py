@@ -303,3 +303,46 @@ def test_decoding_an_upload(small_rsscn7, tmp_path):
                    (b'II*\x00broken', 'Error')]:
     with pytest.raises(ValueError, match=why):
       input_pipeline.decode_bytes(bad)
+
+
+def test_multi_label_mosaics_and_lists(tmp_path):
+  """The bundled multi-label demo: 2x2 mosaics of RSSCN7 tiles labelled
+  with the union of their classes, the same bytes on every build; lists
+  with several labels per line train (data.name=list) and index."""
+  from hashjax.data import mosaic  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  a = mosaic.ensure(str(tmp_path / 'a'), count=30)
+  b = mosaic.ensure(str(tmp_path / 'b'), count=30)
+  assert open(a).read() == open(b).read()
+  assert (tmp_path / 'a/images/m0007.jpg').read_bytes() == (
+      tmp_path / 'b/images/m0007.jpg').read_bytes()
+  s = sources.from_list(a)
+  assert len(s) == 30 and s.names[0] == 'images/m0000.jpg'
+  counts = s.labels.sum(1)
+  assert counts.min() >= 1 and counts.max() <= 3 and (counts > 1).any()
+  assert set(s.class_names) <= {p.name for p in sources.BUNDLED[
+      'rsscn7_64'].iterdir()}
+  with Image.open(s.paths[3]) as im:
+    assert im.size == (64, 64)
+  # A list of paths and labels, with an unreadable image and a bad line.
+  lines = open(a).read().splitlines()
+  (tmp_path / 'a/images/bad.jpg').write_text('not an image')
+  (tmp_path / 'a/with_bad.csv').write_text(
+      '\n'.join(lines[:5] + ['images/bad.jpg,aGrass']) + '\n')
+  with pytest.raises(ValueError, match='bad.jpg'):
+    sources.from_list(str(tmp_path / 'a/with_bad.csv'))
+  s = sources.from_list(str(tmp_path / 'a/with_bad.csv'),
+                        skip_bad_images=True)
+  assert len(s) == 5 and 'bad.jpg' in s.skipped[0]
+  (tmp_path / 'a/no_labels.csv').write_text('images/m0000.jpg\n')
+  with pytest.raises(ValueError, match='no labels'):
+    sources.from_list(str(tmp_path / 'a/no_labels.csv'))
+  (tmp_path / 'a/typo.csv').write_text('images/m0000.jgp,aGrass\n')
+  with pytest.raises(ValueError, match='line 1.*not an image'):
+    sources.from_list(str(tmp_path / 'a/typo.csv'))
+  with pytest.raises(FileNotFoundError, match='No image list'):
+    sources.from_list(str(tmp_path / 'missing.csv'))
+  # archive listing of the same list: ids are the full paths
+  listed = sources.for_archive(a)
+  assert listed.names[0].endswith('a/images/m0000.jpg')
+  np.testing.assert_array_equal(listed.labels, sources.from_list(a).labels)

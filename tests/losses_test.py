@@ -116,3 +116,24 @@ def test_label_smoothing_matches_timm_definition():
   got = pairwise.softmax_cross_entropy(logits, labels, jnp.ones(1),
                                        smoothing=0.1)
   assert float(got) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_multi_label_classification_term():
+  """Sigmoid CE for multi-label data (per class binary CE, summed over
+  classes, mean over real samples), softmax CE for single-label data."""
+  logits = jnp.array([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0], [9.0, 9.0, 9.0]])
+  labels = jnp.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+  mask = jnp.array([1.0, 1.0, 0.0])
+  x, y = np.asarray(logits[:2], np.float64), np.asarray(labels[:2])
+  p = 1 / (1 + np.exp(-x))
+  want = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum(1).mean()
+  got = pairwise.classification_loss(logits, labels, mask, multi_label=True)
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  smooth = pairwise.sigmoid_cross_entropy(logits, labels, mask, 0.2)
+  ys = 0.8 * y + 0.1
+  np.testing.assert_allclose(
+      smooth, -(ys * np.log(p) + (1 - ys) * np.log(1 - p)).sum(1).mean(),
+      rtol=1e-5)
+  np.testing.assert_allclose(
+      pairwise.classification_loss(logits, labels, mask, multi_label=False),
+      pairwise.softmax_cross_entropy(logits, labels, mask))

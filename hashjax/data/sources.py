@@ -10,6 +10,7 @@ import pathlib
 import numpy as np
 
 from hashjax.data import image_set as image_set_lib
+from hashjax.data import mosaic
 from hashjax.data import tfds_export
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
@@ -128,9 +129,30 @@ def for_archive(spec):
   return _labelled(paths, labels)
 
 
-def _from_list(spec, gfile):
+def from_list(spec, skip_bad_images=False):
+  """Training data from a .txt/.csv list, `path` or `path,label1;label2`
+  per line (multi-label: an image may have several labels; relative paths
+  are relative to the list's folder). Ids are the paths as listed. Every
+  image is decoded once, as from_folder does."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  spec = str(spec)
+  if not tf.io.gfile.exists(spec) or tf.io.gfile.isdir(spec):
+    raise FileNotFoundError(f'No image list at {spec!r}: expected a .txt or '
+                            '.csv file with lines `path[,label1;label2]`.')
+  listed = _from_list(spec, tf.io.gfile, names_as_listed=True)
+  if not listed.class_names:
+    raise ValueError(f'{spec!r} gives no labels: training needs lines '
+                     '`path,label1;label2`.')
+  paths, names, labels, skipped = image_set_lib.validate(
+      list(listed.paths), listed.names, listed.labels, skip_bad_images,
+      repr(spec))
+  return image_set_lib.ImageSet(np.array(paths), names, labels,
+                                listed.class_names, skipped)
+
+
+def _from_list(spec, gfile, names_as_listed=False):
   base = spec.rsplit('/', 1)[0] if '/' in spec else '.'
-  paths, labels = [], []
+  paths, labels, listed = [], [], []
   with gfile.GFile(spec) as f:
     for n, line in enumerate(f, 1):
       line = line.strip()
@@ -142,6 +164,7 @@ def _from_list(spec, gfile):
         raise ValueError(f'{spec!r} line {n}: {path!r} is not an image '
                          f'({", ".join(IMAGE_EXTENSIONS)}). Lines are '
                          '`path` or `path,label1;label2`.')
+      listed.append(path)
       if '://' not in path and not path.startswith('/'):
         path = f'{base}/{path}'
       paths.append(path)
@@ -152,17 +175,19 @@ def _from_list(spec, gfile):
   if dup:
     raise ValueError(f'{spec!r} lists {dup} image(s) twice; list each once.')
   order = np.argsort(paths, kind='stable')
-  return _labelled([paths[i] for i in order], [labels[i] for i in order])
+  return _labelled([paths[i] for i in order], [labels[i] for i in order],
+                   [listed[i] for i in order] if names_as_listed else None)
 
 
-def _labelled(paths, labels):
-  names = sorted({x for row in labels for x in row})
-  onehot = np.zeros((len(paths), len(names)), np.float32)
-  col = {x: j for j, x in enumerate(names)}
+def _labelled(paths, labels, names=None):
+  classes = sorted({x for row in labels for x in row})
+  onehot = np.zeros((len(paths), len(classes)), np.float32)
+  col = {x: j for j, x in enumerate(classes)}
   for i, row in enumerate(labels):
     for x in row:
       onehot[i, col[x]] = 1
-  return image_set_lib.ImageSet(np.array(paths), list(paths), onehot, names)
+  return image_set_lib.ImageSet(np.array(paths), list(names or paths),
+                                onehot, classes)
 
 
 def _images(folder):
@@ -176,6 +201,14 @@ def load(data_config):
   c = data_config
   if c.name in BUNDLED:
     return from_folder(BUNDLED[c.name], c.skip_bad_images)
+  if c.name == 'list':
+    if not c.root:
+      raise ValueError('data.name=list needs --config.data.root=LIST.csv '
+                       '(lines `path,label1;label2`).')
+    return from_list(c.root, c.skip_bad_images)
+  if c.name == mosaic.NAME:   # the bundled multi-label demo, built once
+    return from_list(mosaic.ensure(mosaic.default_root(c.cache_dir)),
+                     c.skip_bad_images)
   if c.name == 'folder':
     if not c.root:
       raise ValueError('data.name=folder needs --config.data.root=PATH '
@@ -186,9 +219,12 @@ def load(data_config):
                                  c.cache_dir, c.skip_bad_images,
                                  c.get('image_key', 'image'))
   except tfds_export.UnknownDatasetError as e:
-    close = tfds_export.close_names(c.name, extra=BUNDLED)
+    close = tfds_export.close_names(c.name, extra=list(BUNDLED) + [
+        mosaic.NAME, 'folder', 'list'])
     hint = f' Did you mean {", ".join(close)}?' if close else ''
     raise ValueError(
-        f'Unknown data.name {c.name!r}: not bundled ({", ".join(BUNDLED)}) '
-        f'and not a TFDS dataset.{hint} For a folder of images use '
-        '--config.data.name=folder --config.data.root=PATH.') from e
+        f'Unknown data.name {c.name!r}: not bundled ({", ".join(BUNDLED)}, '
+        f'{mosaic.NAME}) and not a TFDS dataset.{hint} For a folder of '
+        'images use --config.data.name=folder --config.data.root=PATH; for '
+        'a list with (multi-)labels --config.data.name=list '
+        '--config.data.root=LIST.csv.') from e

@@ -47,6 +47,30 @@ def softmax_cross_entropy(logits, labels, mask, smoothing=0.0):
   return jnp.sum(per * mask) / jnp.maximum(mask.sum(), 1.0)
 
 
+def sigmoid_cross_entropy(logits, labels, mask, smoothing=0.0):
+  """Multi-label classification loss: binary CE of each class's logit
+  against whether the sample has that label, summed over classes, mean
+  over real samples (PyTorch's BCEWithLogitsLoss with reduction 'sum' over
+  classes). `smoothing` = eps pulls each target to (1 - eps) y + eps / 2."""
+  target = (labels > 0).astype(logits.dtype)
+  target = (1.0 - smoothing) * target + smoothing / 2.0
+  per = (jnp.maximum(logits, 0.0) - logits * target +
+         jnp.log1p(jnp.exp(-jnp.abs(logits)))).sum(-1)
+  return jnp.sum(per * mask) / jnp.maximum(mask.sum(), 1.0)
+
+
+def classification_loss(logits, labels, mask, *, multi_label,
+                        smoothing=0.0):
+  """The methods' classification term: softmax CE for single-label data,
+  sigmoid (binary) CE per class for multi-label data (a softmax cannot put
+  all its mass on several labels at once). `multi_label` is a property of
+  the dataset (any image with two or more labels), fixed for the run, so
+  every batch uses the same loss."""
+  if multi_label:
+    return sigmoid_cross_entropy(logits, labels, mask, smoothing)
+  return softmax_cross_entropy(logits, labels, mask, smoothing)
+
+
 def class_balanced_pairwise_nll(u, labels, mask=None, *,
                                 diagonal_gradient=False, denominator=None):
   """Class-balanced DPSH loss inside the batch (docs/methods/dgssh.md §1.4.1).

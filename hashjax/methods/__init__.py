@@ -54,6 +54,9 @@ def get(name):
                                **hooks)
 
 
-def hyperparams(config):
-  """The method's hyper-parameters: config.loss, frozen (a typo raises)."""
-  return ml_collections.FrozenConfigDict(config.loss)
+def hyperparams(config, multi_label=False):
+  """The method's hyper-parameters: config.loss, frozen (a typo raises),
+  plus `multi_label`: whether the training data has images with several
+  labels (the classification terms then use a sigmoid CE)."""
+  return ml_collections.FrozenConfigDict(dict(config.loss.to_dict(),
+                                              multi_label=bool(multi_label)))

@@ -3,7 +3,8 @@
 docs/methods/ahcl.md explains the paper and the released code. Query codes are sign(u) of the network;
 database codes V are learned directly (DATABASE_CODES = 'bank'):
   * loss (§1.5): ADSH pair + quantization loss against V, normalised by
-    n * b, plus gamma * softmax CE of a classifier on u;
+    n * b, plus gamma * softmax CE of a classifier on u (a sigmoid CE per
+    class on multi-label data);
   * soft similarity S in {1, -r}, r = #similar / #dissimilar in the sampled
     block (§1.4; `soft_similarity=False` gives the ADSH paper's {1, -1});
   * rounds = ADSH outer iterations (§1.6): a sampled subset Omega visited
@@ -35,6 +36,7 @@ def loss_fn(outputs, batch, state, hp):
   lp, parts = pairwise.asymmetric_loss(
       u, state['V'], sim, state['V'][rows], mask, lam=hp.lam,
       num_database=state['V'].shape[0])
-  ce = pairwise.softmax_cross_entropy(outputs['logits'], batch['label'], mask)
+  ce = pairwise.classification_loss(outputs['logits'], batch['label'], mask,
+                                    multi_label=hp.multi_label)
   loss = lp + hp.gamma * ce
   return loss, dict(parts, ce=ce, r=state['r'])

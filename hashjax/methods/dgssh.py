@@ -53,8 +53,9 @@ def loss_fn(outputs, batch, state, hp):
   v = state['V']
   rows = jnp.clip(batch['index'], 0)
   b = jnp.maximum(mask.sum(), 1.0)
-  ce = pairwise.softmax_cross_entropy(outputs['logits'], labels, mask,
-                                      smoothing=hp.label_smoothing)
+  ce = pairwise.classification_loss(outputs['logits'], labels, mask,
+                                    multi_label=hp.multi_label,
+                                    smoothing=hp.label_smoothing)
   released = hp.reduction == 'released'
   sim_loss = pairwise.class_balanced_pairwise_nll(
       u, labels, mask, diagonal_gradient=released)
