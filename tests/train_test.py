@@ -315,3 +315,39 @@ def test_an_image_that_breaks_during_training_is_named(small_rsscn7, tmp_path,
   config.train.samples_per_round = 0       # every image, so the victim too
   with pytest.raises(image_set_lib.InputError, match=victim.name):
     train.run(config, str(tmp_path / 'w'))
+
+
+@pytest.mark.parametrize('method', ['ahcl', 'dgssh'])
+def test_multi_label_training(tmp_path, method):
+  """AHCL and DGSSH train on the multi-label demo (a list with several
+  labels per image): the classification term is the sigmoid CE, relevance
+  is sharing a label, and the index built from the run keeps multi-hot
+  labels."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from hashjax import methods  # pylint: disable=g-import-not-at-top
+  from hashjax import search  # pylint: disable=g-import-not-at-top
+  from hashjax.data import mosaic  # pylint: disable=g-import-not-at-top
+  from hashjax.losses import pairwise  # pylint: disable=g-import-not-at-top
+  c = importlib.import_module(f'configs.{method}').get_config(
+      'runlocal,bits=16')
+  c.data.update(name='list', root=mosaic.ensure(str(tmp_path / 'm'),
+                                                count=120))
+  c.eval.topk = (10,)
+  calls = []
+  real = pairwise.sigmoid_cross_entropy
+
+  def spy(*a, **k):
+    calls.append(1)
+    return real(*a, **k)
+
+  pairwise.sigmoid_cross_entropy = spy
+  try:
+    results = train.run(c, str(tmp_path / 'run'))
+  finally:
+    pairwise.sigmoid_cross_entropy = real
+  assert calls                         # traced into the training step
+  assert methods.hyperparams(c, multi_label=True).multi_label
+  m = results['metrics']
+  assert 0.0 < m['map@all'] <= 1.0 and m['num_queries'] == 25   # ~20 %, stratified
+  idx = search.build(str(tmp_path / 'run'), str(tmp_path / 'a.hjidx'))
+  assert (idx.labels.sum(1) > 1).any()
