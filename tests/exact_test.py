@@ -114,3 +114,18 @@ def test_tables_files_checked_and_rebuilt(sharded, tmp_path):
   assert sorted(f for f in os.listdir(copy) if f.endswith('.mih')) == [
       shards.tables_file(e['file'])
       for e in shards.read_manifest(copy)['shards']]
+
+
+def test_auto_with_the_flat_scan_timed_on_a_sample(sharded, monkeypatch):
+  """auto on an index big enough to time the flat scan on a sample of it
+  (here: a sample of 512 codes, choose() bypassed): the exact answer."""
+  path, packed = sharded
+  monkeypatch.setattr(exact, 'SAMPLE', 512)
+  monkeypatch.setattr(mih, 'choose', lambda *a: 'mih')
+  idx = shards.load(path)
+  assert exact._flat_seconds(idx, packed[:3], 10) > 0  # pylint: disable=protected-access
+  q = packed[np.arange(0, 5000, 97)]
+  d, i = exact.nearest(idx, q, 10, 'auto')
+  want_d, want_i = reference(q, packed, 10)
+  np.testing.assert_array_equal(d, want_d)
+  np.testing.assert_array_equal(i, want_i)

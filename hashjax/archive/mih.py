@@ -504,7 +504,7 @@ def choose(n, bits, k):
 
 
 def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
-                batch=16, flat_fn=None, **flat_kwargs):
+                batch=16, flat_fn=None, flat_seconds=None, **flat_kwargs):
   """Exact k nearest neighbours by MIH or the flat scan, whichever is
   faster here, measured.
 
@@ -521,6 +521,8 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
   Args:
     flat_fn: q_packed -> (dist, idx), the flat scan to use (default:
       `flat` over the parts, with flat_kwargs).
+    flat_seconds: the flat scan's seconds per query if known (e.g. timed
+      on a sample of the database): then no batch is spent measuring it.
 
   Returns:
     (dist [Q, k] int32, idx [Q, k] int64), as topk.search.
@@ -541,6 +543,8 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
 
   def per_query(way):
     s, n = spent[way]
+    if way == 'flat' and flat_seconds is not None and not n:
+      return flat_seconds
     return s / n if n else None
 
   def run_flat(rows):
