@@ -336,6 +336,7 @@ def test_runlocal_trains(name, small_rsscn7, tmp_path):
   trace = {}
   results = train.run(_runlocal(name, small_rsscn7), str(tmp_path), trace)
   assert results['steps'] == 8
+  print(f"{name} runlocal map@all {results['metrics']['map@all']:.4f}")
   assert np.all(np.isfinite(trace['losses']))
   assert 0.0 < results['metrics']['map@all'] <= 1.0
 
@@ -344,4 +345,5 @@ def test_runlocal_trains(name, small_rsscn7, tmp_path):
 def test_sh_runlocal_fits(small_rsscn7, tmp_path):
   from hashjax import fit  # pylint: disable=g-import-not-at-top
   results = fit.run(_runlocal('sh', small_rsscn7), str(tmp_path))
+  print(f"sh runlocal map@all {results['metrics']['map@all']:.4f}")
   assert 0.0 < results['metrics']['map@all'] <= 1.0
