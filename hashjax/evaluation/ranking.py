@@ -32,7 +32,9 @@ averages), over chunks of queries so that peak memory is
 """
 
 from collections.abc import Sequence
+from concurrent import futures
 import numbers
+import os
 from typing import Any
 
 import numpy as np
@@ -320,7 +322,7 @@ def _validated(
 BYTES_PER_PAIR = 12
 
 
-def retrieval_metrics(q_codes: Any,
+def _reference_metrics(q_codes: Any,
                       db_codes: Any,
                       q_labels: Any,
                       db_labels: Any,
@@ -329,7 +331,12 @@ def retrieval_metrics(q_codes: Any,
                       precision_at: Sequence[int] = (),
                       chunk_size: int | None = None,
                       memory_budget: int = 1 << 30) -> dict[str, Any]:
-  """Hamming-ranking retrieval metrics (see the module docstring).
+  """The original sort-based `retrieval_metrics`, kept as the oracle.
+
+  Computes only the keys the original function returned (``map@all``,
+  ``map@K``, ``p@K``, ``pr_radius`` and the counts); tests and
+  bench/eval_ranking.py check that `retrieval_metrics` reproduces them
+  bit for bit.
 
   Args:
     q_codes: ``[Q, bits]`` ±1 query codes (NumPy or JAX, any dtype).
@@ -417,4 +424,376 @@ def retrieval_metrics(q_codes: Any,
     metrics[f'p@{k}'] = float(np.mean(p_at[k]))
   metrics['pr_radius'] = pr_by_radius(retrieved, relevant_retrieved,
                                       num_relevant)
+  return metrics
+
+
+def pr_count_grid(num_db: int) -> list[int]:
+  """Retrieved counts ``n`` of the PR-by-count curve: 1, 2, 5, 10, ..., N.
+
+  Args:
+    num_db: database size ``N``.
+
+  Returns:
+    Ascending list of the values ``{1, 2, 5} * 10**e`` below ``N``, then
+    ``N`` itself.
+  """
+  grid, scale = [], 1
+  while scale < num_db:
+    grid.extend(m * scale for m in (1, 2, 5) if m * scale < num_db)
+    scale *= 10
+  return grid + [int(num_db)]
+
+
+def _pack_bits(x: np.ndarray) -> np.ndarray:
+  """Boolean ``[M, B]`` -> ``uint64`` words ``[ceil(B / 64), M]``."""
+  num_words = -(-x.shape[1] // 64)
+  padded = np.zeros((x.shape[0], num_words * 64), bool)
+  padded[:, :x.shape[1]] = x
+  words = np.packbits(padded, axis=1).view('>u8').astype(np.uint64)
+  return np.ascontiguousarray(words.T)
+
+
+def _class_ids(labels: np.ndarray) -> np.ndarray | None:
+  """Class index per row if every row has exactly one positive label."""
+  positive = labels > 0
+  if not np.all(np.count_nonzero(positive, axis=1) == 1):
+    return None
+  return np.argmax(positive, axis=1).astype(np.int32)
+
+
+class _Prepared:
+  """Database-side arrays shared by every query chunk (built once)."""
+
+  def __init__(self, q_codes, db_codes, q_labels, db_labels, method):
+    self.method = method
+    self.num_db, self.bits = db_codes.shape
+    self.num_classes = q_labels.shape[1]
+    q_pos, db_pos = q_labels > 0, db_labels > 0
+    q_cls, db_cls = _class_ids(q_pos), _class_ids(db_pos)
+    # One-hot data: relevance is a class comparison and every relevant item
+    # has gain 1, so the shared-label counts need not be computed.
+    self.one_hot = q_cls is not None and db_cls is not None
+    if method == 'sort':
+      self.q_codes, self.db_codes = q_codes, db_codes
+      self.q_labels, self.db_labels = q_pos, db_pos
+    else:
+      self.q_words = _pack_bits(q_codes > 0)
+      self.db_words = _pack_bits(db_codes > 0)
+      self.q_cls, self.db_cls = q_cls, db_cls
+    self.q_lab_words = _pack_bits(q_pos)
+    self.db_lab_words = _pack_bits(db_pos)
+    self.dist_dtype = (np.uint8 if self.bits <= np.iinfo(np.uint8).max else
+                       np.uint16)
+
+  def distances_and_relevance(self, rows: slice):
+    """``[n, N]`` distances (radix-sortable dtype) and relevance."""
+    if self.method == 'sort':
+      dist = codes_lib.hamming_distance(self.q_codes[rows], self.db_codes)
+      dist = dist.astype(self.dist_dtype)
+      return dist, relevance(self.q_labels[rows], self.db_labels)
+    n = rows.stop - rows.start
+    dist = np.empty((n, self.num_db), self.dist_dtype)
+    rel = np.empty((n, self.num_db), bool)
+    buf = np.empty(self.num_db, np.uint64)
+    count = np.empty(self.num_db, np.uint8)
+    for i in range(n):
+      q = rows.start + i
+      for w, db_w in enumerate(self.db_words):
+        np.bitwise_xor(db_w, self.q_words[w, q], out=buf)
+        if w == 0:
+          np.bitwise_count(buf, out=count)
+          dist[i] = count
+        else:
+          dist[i] += np.bitwise_count(buf, out=count)
+      if self.one_hot:
+        np.equal(self.db_cls, self.q_cls[q], out=rel[i])
+      else:
+        for w, db_w in enumerate(self.db_lab_words):
+          np.bitwise_and(db_w, self.q_lab_words[w, q], out=buf)
+          if w == 0:
+            np.not_equal(buf, 0, out=rel[i])
+          else:
+            rel[i] |= buf != 0
+    return dist, rel
+
+  def gains(self, q_rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Number of labels shared by (query, item) pairs, as ``int64``."""
+    if self.one_hot:
+      return np.ones(q_rows.shape, np.int64)
+    gain = np.zeros(q_rows.shape, np.int64)
+    for w in range(self.q_lab_words.shape[0]):
+      gain += np.bitwise_count(
+          self.q_lab_words[w, q_rows] & self.db_lab_words[w, items])
+    return gain
+
+
+def _sorted_cumulative_counts(dist: np.ndarray, order: np.ndarray,
+                              num_radii: int) -> np.ndarray:
+  """``[n, R]``: items within distance ``r`` of each query, by bisection.
+
+  ``dist[i, order[i]]`` ascends, so the number of items at distance
+  ``<= r`` is the first position whose distance exceeds ``r``; a
+  vectorised binary search finds it with ``log2(N)`` gathers of ``n * R``
+  entries instead of a histogram pass over all ``n * N`` distances.
+  """
+  n, num_db = dist.shape
+  radii = np.arange(num_radii)[None, :]
+  row = np.arange(n)[:, None]
+  lo = np.zeros((n, num_radii), np.int64)
+  hi = np.full((n, num_radii), num_db, np.int64)
+  while np.any(lo < hi):
+    mid = (lo + hi) // 2
+    active = lo < hi
+    value = dist[row, order[row, np.minimum(mid, num_db - 1)]]
+    go_right = active & (value <= radii)
+    lo = np.where(go_right, mid + 1, lo)
+    hi = np.where(active & ~go_right, mid, hi)
+  return lo
+
+
+def _chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
+                  precision_at: list[int], cuts: np.ndarray,
+                  out: dict[str, Any]) -> None:
+  """Ranks one chunk of queries and writes its per-query scores to `out`."""
+  num_db, bits = prep.num_db, prep.bits
+  n = rows.stop - rows.start
+  dist, rel = prep.distances_and_relevance(rows)
+  if prep.method == 'sort':
+    retrieved, _ = radius_counts(dist, rel, bits)
+  order = rank(dist)
+  ranked = np.take_along_axis(rel, order, axis=1)
+  del rel
+  if prep.method != 'sort':
+    retrieved = _sorted_cumulative_counts(dist, order, bits + 1)
+  del dist
+  q_rows, cols = np.nonzero(ranked)
+  del ranked
+  items = order[q_rows, cols]
+  del order
+  per_row = np.bincount(q_rows, minlength=n)
+  row_start = np.cumsum(per_row) - per_row
+  # Relevant items within radius r: relevant positions below retrieved[r];
+  # `q_rows * N + cols` ascends, so one searchsorted answers every row.
+  keys = q_rows * np.int64(num_db) + cols
+  targets = np.arange(n)[:, None] * np.int64(num_db) + retrieved
+  out['retrieved'][rows] = retrieved
+  out['relevant_retrieved'][rows] = (
+      np.searchsorted(keys, targets) - row_start[:, None])
+  out['num_relevant'][rows] = per_row
+  rank_among_relevant = np.arange(1, q_rows.size + 1) - row_start[q_rows]
+  precision = rank_among_relevant / (cols + 1.0)
+  out['ap_all'][rows] = _ap_from_terms(q_rows, cols, precision, n, num_db)
+  for k in topk:
+    out[f'ap@{k}'][rows] = _ap_from_terms(q_rows, cols, precision, n,
+                                          min(k, num_db))
+  # Hits within each cut-off in `cuts` (ascending): a relevant item at
+  # position p counts for every cut > p.
+  slot = np.searchsorted(cuts, cols, side='right')
+  hits = np.bincount(q_rows * (cuts.size + 1) + slot,
+                     minlength=n * (cuts.size + 1)).reshape(n, -1)
+  out['hits'][rows] = np.cumsum(hits, axis=1)[:, :cuts.size]
+  del precision, slot, keys
+
+  # Graded measures (Zhao et al., CVPR 2015); gain = shared labels.
+  gain = prep.gains(q_rows + rows.start, items)
+  cum_gain = np.cumsum(gain) - np.concatenate([[0], np.cumsum(gain)])[
+      row_start[q_rows]]
+  acg_terms = cum_gain / (cols + 1.0)
+  out['wap_all'][rows] = _ap_from_terms(q_rows, cols, acg_terms, n, num_db)
+  if not topk:
+    return
+  max_gain = prep.num_classes
+  gain_counts = np.bincount(q_rows * (max_gain + 1) + gain,
+                            minlength=n * (max_gain + 1)).reshape(n, -1)
+  # Ideal ranking: gains in descending order; value v fills positions
+  # [above_v, above_v + count_v).
+  desc = gain_counts[:, ::-1]
+  above = np.cumsum(desc, axis=1) - desc
+  values = np.arange(max_gain, -1, -1)
+  top = max(min(k, num_db) for k in topk)
+  discount = 1.0 / np.log2(np.arange(top) + 2.0)
+  cum_discount = np.concatenate([[0.0], np.cumsum(discount)])
+  in_top = cols < top
+  t_rows, t_cols, t_gain = q_rows[in_top], cols[in_top], gain[in_top]
+  dcg_terms = (2.0**t_gain - 1.0) * discount[t_cols]
+  for k in topk:
+    kk = min(k, num_db)
+    m = t_cols < kk
+    out[f'wap@{k}'][rows] = _ap_from_terms(q_rows, cols, acg_terms, n, kk)
+    out[f'acg@{k}'][rows] = np.bincount(
+        t_rows[m], weights=t_gain[m], minlength=n) / kk
+    dcg = np.bincount(t_rows[m], weights=dcg_terms[m], minlength=n)
+    lo_pos = np.minimum(above, kk)
+    hi_pos = np.minimum(above + desc, kk)
+    idcg = np.sum((2.0**values - 1.0) *
+                  (cum_discount[hi_pos] - cum_discount[lo_pos]), axis=1)
+    out[f'ndcg@{k}'][rows] = np.where(idcg > 0, dcg / np.where(
+        idcg > 0, idcg, 1.0), 0.0)
+
+
+def _default_threads() -> int:
+  return max(1, min(2, os.cpu_count() or 1))
+
+
+def _jax_has_accelerator() -> bool:
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+    return any(d.platform != 'cpu' for d in jax.devices())
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def retrieval_metrics(q_codes: Any,
+                      db_codes: Any,
+                      q_labels: Any,
+                      db_labels: Any,
+                      *,
+                      topk: Sequence[int] = (),
+                      precision_at: Sequence[int] = (),
+                      chunk_size: int | None = None,
+                      memory_budget: int = 1 << 30,
+                      method: str = 'count',
+                      backend: str = 'auto',
+                      num_threads: int | None = None) -> dict[str, Any]:
+  """Hamming-ranking retrieval metrics (see the module docstring).
+
+  Args:
+    q_codes: ``[Q, bits]`` ±1 query codes (NumPy or JAX, any dtype).
+    db_codes: ``[N, bits]`` ±1 database codes.
+    q_labels: ``[Q, C]`` non-negative multi-hot / one-hot query labels.
+    db_labels: ``[N, C]`` database labels.
+    topk: cut-offs ``K`` for ``'map@K'``, ``'wap@K'``, ``'acg@K'`` and
+      ``'ndcg@K'``; ``K > N`` is clipped to ``N`` (the key keeps the ``K``
+      given).
+    precision_at: cut-offs ``K`` for ``'p@K'``, clipped likewise.
+    chunk_size: queries processed at once; peak memory is roughly
+      ``chunk_size * N * BYTES_PER_PAIR`` bytes per thread. None: as many
+      as fit in ``memory_budget`` shared by the threads (at most 512).
+    memory_budget: bytes for the chunks' working arrays when chunk_size is
+      None (default 1 GiB).
+    method: ``'count'`` (default): distances by popcount of bit-packed
+      codes, relevance by class comparison (one-hot labels) or a packed
+      label AND, radius counts by bisection of the ranking, query chunks
+      on `num_threads` threads; ``'sort'``: the original float-matmul and
+      histogram path. Both give bit-identical results.
+    backend: ``'numpy'``, ``'jax'`` (see `ranking_jax`; same numbers, up
+      to float summation order) or ``'auto'``: jax when a non-CPU JAX
+      device is present, else numpy.
+    num_threads: threads over query chunks (NumPy releases the GIL in the
+      heavy loops); None: ``min(2, cpu_count)`` for ``'count'``, 1 for
+      ``'sort'``.
+
+  Returns:
+    JSON-serialisable dict:
+      ``'num_queries'``, ``'num_database'``, ``'bits'``: ints.
+      ``'num_queries_with_relevant'``: queries with >= 1 relevant item.
+      ``'map@all'``: float.
+      ``'map@K'`` for each ``K`` in ``topk``: float.
+      ``'p@K'`` for each ``K`` in ``precision_at``: float.
+      ``'wap@all'``, and ``'wap@K'``, ``'acg@K'``, ``'ndcg@K'`` for each
+        ``K`` in ``topk``: graded multi-label measures (module docstring;
+        with one-hot labels ``acg@K`` is the precision at ``K``).
+      ``'pr_radius'``: dict of lists over radii ``0..bits`` -- ``'radius'``,
+        ``'precision'``, ``'recall'``, ``'queries_with_results'`` (see
+        `pr_by_radius`; precision is None at radii where no query
+        retrieves anything).
+      ``'pr_count'``: dict of lists over `pr_count_grid` -- ``'n'``,
+        ``'precision'`` (mean over all queries of relevant among the top
+        ``n`` / ``n``) and ``'recall'`` (mean over queries with a relevant
+        item; None if there are none).
+
+  Raises:
+    ValueError: on empty query set or database, mismatched shapes, codes
+      that are not ±1, negative or non-finite labels, non-positive
+      ``topk`` / ``precision_at`` / ``chunk_size``, or an unknown method
+      or backend.
+  """
+  if method not in ('count', 'sort'):
+    raise ValueError(f"method must be 'count' or 'sort', got {method!r}.")
+  if backend not in ('auto', 'numpy', 'jax'):
+    raise ValueError(
+        f"backend must be 'auto', 'numpy' or 'jax', got {backend!r}.")
+  q_codes, db_codes, q_labels, db_labels = _validated(
+      q_codes, db_codes, q_labels, db_labels)
+  topk = [_check_k(k, 'topk entries') for k in topk]
+  precision_at = [_check_k(k, 'precision_at entries') for k in precision_at]
+  if num_threads is None:
+    num_threads = _default_threads() if method == 'count' else 1
+  num_threads = _check_k(num_threads, 'num_threads')
+  num_queries, bits = q_codes.shape
+  num_db = db_codes.shape[0]
+  if chunk_size is None:
+    chunk_size = int(min(512, max(1, memory_budget // (
+        num_db * BYTES_PER_PAIR * num_threads))))
+  chunk_size = _check_k(chunk_size, 'chunk_size')
+  grid = pr_count_grid(num_db)
+  cuts = np.array(sorted({min(k, num_db) for k in precision_at} |
+                         set(grid)), np.int64)
+
+  if backend == 'jax' or (backend == 'auto' and _jax_has_accelerator()):
+    from hashjax.evaluation import ranking_jax  # pylint: disable=g-import-not-at-top
+    out = ranking_jax.per_query_scores(
+        q_codes, db_codes, q_labels, db_labels, topk=topk, cuts=cuts,
+        chunk_size=chunk_size)
+  else:
+    out = {
+        'ap_all': np.empty(num_queries),
+        'wap_all': np.empty(num_queries),
+        'retrieved': np.empty((num_queries, bits + 1), np.int64),
+        'relevant_retrieved': np.empty((num_queries, bits + 1), np.int64),
+        'num_relevant': np.empty(num_queries, np.int64),
+        'hits': np.empty((num_queries, cuts.size), np.int64),
+    }
+    for k in topk:
+      for name in ('ap', 'wap', 'acg', 'ndcg'):
+        out[f'{name}@{k}'] = np.empty(num_queries)
+    prep = _Prepared(q_codes, db_codes, q_labels, db_labels, method)
+    chunks = [slice(s, min(s + chunk_size, num_queries))
+              for s in range(0, num_queries, chunk_size)]
+    run = lambda rows: _chunk_scores(prep, rows, topk, precision_at, cuts,
+                                     out)
+    if num_threads == 1 or len(chunks) == 1:
+      for rows in chunks:
+        run(rows)
+    else:
+      with futures.ThreadPoolExecutor(num_threads) as pool:
+        for result in pool.map(run, chunks):
+          del result
+  return _aggregate(out, num_queries, num_db, bits, topk, precision_at,
+                    grid, cuts)
+
+
+def _aggregate(out: dict[str, Any], num_queries: int, num_db: int,
+               bits: int, topk: list[int], precision_at: list[int],
+               grid: list[int], cuts: np.ndarray) -> dict[str, Any]:
+  """Per-query scores -> the metrics dict of `retrieval_metrics`."""
+  num_relevant = out['num_relevant']
+  metrics = {
+      'num_queries': int(num_queries),
+      'num_database': int(num_db),
+      'bits': int(bits),
+      'num_queries_with_relevant': int(np.count_nonzero(num_relevant)),
+      'map@all': float(np.mean(out['ap_all'])),
+  }
+  for k in topk:
+    metrics[f'map@{k}'] = float(np.mean(out[f'ap@{k}']))
+  column = {int(c): j for j, c in enumerate(cuts)}
+  for k in precision_at:
+    kk = min(k, num_db)
+    metrics[f'p@{k}'] = float(np.mean(out['hits'][:, column[kk]] / kk))
+  metrics['wap@all'] = float(np.mean(out['wap_all']))
+  for k in topk:
+    for name in ('wap', 'acg', 'ndcg'):
+      metrics[f'{name}@{k}'] = float(np.mean(out[f'{name}@{k}']))
+  metrics['pr_radius'] = pr_by_radius(out['retrieved'],
+                                      out['relevant_retrieved'], num_relevant)
+  hits = out['hits'][:, [column[n] for n in grid]]
+  precision = hits / np.asarray(grid, np.float64)
+  recall = hits / np.maximum(num_relevant, 1)[:, None]
+  has_relevant = np.broadcast_to((num_relevant > 0)[:, None], hits.shape)
+  metrics['pr_count'] = {
+      'n': list(grid),
+      'precision': [float(p) for p in precision.mean(axis=0)],
+      'recall': _mean_or_none(recall, has_relevant),
+  }
   return metrics
