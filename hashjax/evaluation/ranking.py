@@ -516,6 +516,34 @@ class _Prepared:
             rel[i] |= buf != 0
     return dist, rel
 
+  def query_distances_and_relevance(self, q, dist, rel, buf, count):
+    """Fills ``dist`` and ``rel`` (``[N]``) for query ``q`` in place."""
+    for w, db_w in enumerate(self.db_words):
+      np.bitwise_xor(db_w, self.q_words[w, q], out=buf)
+      if w == 0 and dist.dtype == np.uint8:
+        np.bitwise_count(buf, out=dist)
+      elif w == 0:
+        dist[...] = np.bitwise_count(buf, out=count)
+      else:
+        dist += np.bitwise_count(buf, out=count)
+    if self.one_hot:
+      np.equal(self.db_cls, self.q_cls[q], out=rel)
+    else:
+      for w, db_w in enumerate(self.db_lab_words):
+        np.bitwise_and(db_w, self.q_lab_words[w, q], out=buf)
+        if w == 0:
+          np.not_equal(buf, 0, out=rel)
+        else:
+          rel |= buf != 0
+
+  def query_gains(self, q: int, items: np.ndarray) -> np.ndarray:
+    """Labels shared by query ``q`` and each of ``items``, ``int64``."""
+    gain = np.zeros(items.shape, np.int64)
+    for w in range(self.q_lab_words.shape[0]):
+      gain += np.bitwise_count(self.db_lab_words[w, items] &
+                               self.q_lab_words[w, q])
+    return gain
+
   def gains(self, q_rows: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Number of labels shared by (query, item) pairs, as ``int64``."""
     if self.one_hot:
@@ -629,6 +657,104 @@ def _chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
                   (cum_discount[hi_pos] - cum_discount[lo_pos]), axis=1)
     out[f'ndcg@{k}'][rows] = np.where(idcg > 0, dcg / np.where(
         idcg > 0, idcg, 1.0), 0.0)
+
+
+def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
+                        cuts: np.ndarray, out: dict[str, Any]) -> None:
+  """`_chunk_scores` for method='count': one query at a time.
+
+  Per query the work is one popcount pass, one radix argsort of the
+  ``uint8`` distances (a counting sort on the distance buckets), one
+  gather of the relevance into ranked order and one `np.flatnonzero`;
+  everything after that touches only the relevant items (their 0-based
+  positions ``pos``, ascending) or the ``bits + 1`` bucket boundaries.
+  The AP sums are running sums (`np.cumsum`) over the same terms, in the
+  same order, as the sequential `np.bincount` of `_ap_from_terms`, so the
+  results are bit-identical to method='sort'.
+  """
+  num_db, bits = prep.num_db, prep.bits
+  num_radii = bits + 1
+  radii = np.arange(num_radii)
+  dist = np.empty(num_db, prep.dist_dtype)
+  rel = np.empty(num_db, bool)
+  ranked = np.empty(num_db, bool)
+  buf = np.empty(num_db, np.uint64)
+  count = np.empty(num_db, np.uint8)
+  kks = [min(k, num_db) for k in topk]
+  top = max(kks, default=0)
+  discount = 1.0 / np.log2(np.arange(top) + 2.0)
+  cum_discount = np.concatenate([[0.0], np.cumsum(discount)])
+  steps = max(1, int(num_db).bit_length())
+  for q in range(rows.start, rows.stop):
+    prep.query_distances_and_relevance(q, dist, rel, buf, count)
+    order = np.argsort(dist, kind='stable')
+    np.take(rel, order, out=ranked)
+    pos = np.flatnonzero(ranked)
+    num_rel = pos.size
+    # Items within radius r = first ranked position with distance > r,
+    # by a binary search over the bits + 1 radii at once.
+    lo = np.zeros(num_radii, np.int64)
+    hi = np.full(num_radii, num_db, np.int64)
+    for _ in range(steps + 1):
+      mid = (lo + hi) >> 1
+      right = dist[order[np.minimum(mid, num_db - 1)]] <= radii
+      active = lo < hi
+      lo = np.where(active & right, mid + 1, lo)
+      hi = np.where(active & ~right, mid, hi)
+    out['retrieved'][q] = lo
+    out['relevant_retrieved'][q] = np.searchsorted(pos, lo)
+    out['num_relevant'][q] = num_rel
+    out['hits'][q] = np.searchsorted(pos, cuts)
+    if num_rel == 0:
+      for key in ['ap_all', 'wap_all'] + [
+          f'{name}@{k}' for k in topk for name in ('ap', 'wap', 'acg',
+                                                   'ndcg')]:
+        out[key][q] = 0.0
+      continue
+    precision = np.arange(1, num_rel + 1) / (pos + 1.0)
+    ap_sum = np.cumsum(precision)
+    out['ap_all'][q] = ap_sum[-1] / num_rel
+    hits_k = np.searchsorted(pos, kks)
+    for k, h in zip(topk, hits_k):
+      out[f'ap@{k}'][q] = ap_sum[h - 1] / h if h else 0.0
+    if prep.one_hot:
+      # Every gain is 1: cumulative gain = rank among relevant, so the
+      # ACG weights are the precisions and wAP is AP.
+      gain = None
+      out['wap_all'][q] = out['ap_all'][q]
+      wap_sum = ap_sum
+    else:
+      gain = prep.query_gains(q, order[pos])
+      acg = np.cumsum(gain) / (pos + 1.0)
+      wap_sum = np.cumsum(acg)
+      out['wap_all'][q] = wap_sum[-1] / num_rel
+    if not topk:
+      continue
+    h_top = int(np.searchsorted(pos, top))
+    top_gain = np.ones(h_top, np.int64) if gain is None else gain[:h_top]
+    dcg_terms = (2.0**top_gain - 1.0) * discount[pos[:h_top]]
+    dcg_sum = np.concatenate([[0.0], np.cumsum(dcg_terms)])
+    gain_sum = np.concatenate([[0], np.cumsum(top_gain)])
+    # Ideal ranking: all gains in descending order.
+    if gain is None:
+      ideal = np.ones(min(num_rel, top), np.int64)
+    else:
+      per_value = np.bincount(gain)
+      values = np.arange(per_value.size)[::-1]
+      ideal = np.repeat(values, np.minimum(per_value[::-1], top))[:top]
+    idcg_sum = np.concatenate([[0.0], np.cumsum(
+        (2.0**ideal - 1.0) * discount[:ideal.size])])
+    for k, kk, h in zip(topk, kks, hits_k):
+      out[f'wap@{k}'][q] = wap_sum[h - 1] / h if h else 0.0
+      out[f'acg@{k}'][q] = gain_sum[h] / kk
+      idcg = idcg_sum[min(kk, ideal.size)]
+      out[f'ndcg@{k}'][q] = dcg_sum[h] / idcg if idcg > 0 else 0.0
+
+
+# method='count' ranks one query at a time from this database size up (the
+# per-query NumPy calls are then negligible next to the O(N) passes);
+# smaller databases use the vectorised chunk path with the same numbers.
+PER_QUERY_MIN_DATABASE = 1 << 15
 
 
 def _default_threads() -> int:
@@ -750,8 +876,11 @@ def retrieval_metrics(q_codes: Any,
     prep = _Prepared(q_codes, db_codes, q_labels, db_labels, method)
     chunks = [slice(s, min(s + chunk_size, num_queries))
               for s in range(0, num_queries, chunk_size)]
-    run = lambda rows: _chunk_scores(prep, rows, topk, precision_at, cuts,
-                                     out)
+    if method == 'count' and num_db >= PER_QUERY_MIN_DATABASE:
+      run = lambda rows: _count_chunk_scores(prep, rows, topk, cuts, out)
+    else:
+      run = lambda rows: _chunk_scores(prep, rows, topk, precision_at, cuts,
+                                       out)
     if num_threads == 1 or len(chunks) == 1:
       for rows in chunks:
         run(rows)
