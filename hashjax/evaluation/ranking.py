@@ -860,7 +860,7 @@ def retrieval_metrics(q_codes: Any,
     from hashjax.evaluation import ranking_jax  # pylint: disable=g-import-not-at-top
     out = ranking_jax.per_query_scores(
         q_codes, db_codes, q_labels, db_labels, topk=topk, cuts=cuts,
-        chunk_size=chunk_size)
+        memory_budget=memory_budget)
   else:
     out = {
         'ap_all': np.empty(num_queries),
