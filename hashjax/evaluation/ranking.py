@@ -265,9 +265,11 @@ def pr_by_radius(retrieved: Any, relevant_retrieved: Any,
 
 
 def _validated(
-    q_codes: Any, db_codes: Any, q_labels: Any, db_labels: Any
+    q_codes: Any, db_codes: Any, q_labels: Any, db_labels: Any,
+    as_float: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-  """Checks shapes and values; returns float32 codes and NumPy labels."""
+  """Checks shapes and values; returns float32 (or as given) codes and
+  NumPy labels."""
   arrays = {
       'q_codes': np.asarray(q_codes),
       'db_codes': np.asarray(db_codes),
@@ -313,6 +315,8 @@ def _validated(
       # non-negative labels; e.g. ±1 label encodings would silently give
       # wrong relevance.
       raise ValueError(f'{name} must be finite and non-negative.')
+  if not as_float:
+    return qc, dc, ql, dl
   return qc.astype(np.float32), dc.astype(np.float32), ql, dl
 
 
@@ -516,25 +520,45 @@ class _Prepared:
             rel[i] |= buf != 0
     return dist, rel
 
-  def query_distances_and_relevance(self, q, dist, rel, buf, count):
-    """Fills ``dist`` and ``rel`` (``[N]``) for query ``q`` in place."""
-    for w, db_w in enumerate(self.db_words):
-      np.bitwise_xor(db_w, self.q_words[w, q], out=buf)
-      if w == 0 and dist.dtype == np.uint8:
-        np.bitwise_count(buf, out=dist)
-      elif w == 0:
-        dist[...] = np.bitwise_count(buf, out=count)
-      else:
-        dist += np.bitwise_count(buf, out=count)
+  @property
+  def relevance_dtype(self):
+    """``bool`` for one-hot labels, else the shared-label count's dtype."""
     if self.one_hot:
-      np.equal(self.db_cls, self.q_cls[q], out=rel)
-    else:
-      for w, db_w in enumerate(self.db_lab_words):
-        np.bitwise_and(db_w, self.q_lab_words[w, q], out=buf)
-        if w == 0:
-          np.not_equal(buf, 0, out=rel)
+      return np.bool_
+    return np.uint8 if self.num_classes <= 255 else np.uint16
+
+  def query_distances_and_relevance(self, q, dist, rel, buf, count):
+    """Fills ``dist`` and ``rel`` (``[N]``) for query ``q`` in place.
+
+    ``rel`` is the relevance (one-hot labels) or, for multi-hot labels,
+    the number of shared labels (the gain; relevant iff > 0). The passes
+    run over blocks of `_BLOCK` items so the ``uint64`` temporaries stay in
+    cache.
+    """
+    for lo in range(0, self.num_db, _BLOCK):
+      hi = min(lo + _BLOCK, self.num_db)
+      b, c = buf[:hi - lo], count[:hi - lo]
+      d = dist[lo:hi]
+      for w, db_w in enumerate(self.db_words):
+        np.bitwise_xor(db_w[lo:hi], self.q_words[w, q], out=b)
+        if w == 0 and d.dtype == np.uint8:
+          np.bitwise_count(b, out=d)
+        elif w == 0:
+          d[...] = np.bitwise_count(b, out=c)
         else:
-          rel |= buf != 0
+          d += np.bitwise_count(b, out=c)
+      if self.one_hot:
+        np.equal(self.db_cls[lo:hi], self.q_cls[q], out=rel[lo:hi])
+        continue
+      g = rel[lo:hi]
+      for w, db_w in enumerate(self.db_lab_words):
+        np.bitwise_and(db_w[lo:hi], self.q_lab_words[w, q], out=b)
+        if w == 0 and g.dtype == np.uint8:
+          np.bitwise_count(b, out=g)
+        elif w == 0:
+          g[...] = np.bitwise_count(b, out=c)
+        else:
+          g += np.bitwise_count(b, out=c)
 
   def query_gains(self, q: int, items: np.ndarray) -> np.ndarray:
     """Labels shared by query ``q`` and each of ``items``, ``int64``."""
@@ -659,6 +683,33 @@ def _chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
         idcg > 0, idcg, 1.0), 0.0)
 
 
+# Items per block of the popcount passes (a 512 KiB uint64 temporary).
+_BLOCK = 1 << 16
+
+_freed_memory_kept = False
+
+
+def _keep_freed_memory() -> None:
+  """Makes glibc keep freed buffers of a few MB instead of unmapping them.
+
+  Each query allocates and frees several ``N``-sized buffers (the argsort
+  result and the radix sort's scratch, 8 bytes per item). With glibc's
+  default thresholds the heap is trimmed after every query and the next
+  one page-faults all of that memory in again, which more than doubled
+  the argsort's time at ``N = 10^6`` (bench/eval_ranking.py). glibc raises
+  its mmap and trim thresholds (to the chunk's size and twice that) when
+  a large mmapped chunk is freed; allocating and freeing one 30 MiB
+  buffer once per process does exactly that, with no global setting. It
+  only means glibc may keep up to ~60 MiB of freed memory for reuse.
+  Elsewhere than glibc this is a harmless allocation.
+  """
+  global _freed_memory_kept
+  if not _freed_memory_kept:
+    _freed_memory_kept = True
+    scratch = np.empty(30 << 20, np.uint8)
+    del scratch
+
+
 def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
                         cuts: np.ndarray, out: dict[str, Any]) -> None:
   """`_chunk_scores` for method='count': one query at a time.
@@ -675,11 +726,12 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
   num_db, bits = prep.num_db, prep.bits
   num_radii = bits + 1
   radii = np.arange(num_radii)
+  _keep_freed_memory()
   dist = np.empty(num_db, prep.dist_dtype)
-  rel = np.empty(num_db, bool)
-  ranked = np.empty(num_db, bool)
-  buf = np.empty(num_db, np.uint64)
-  count = np.empty(num_db, np.uint8)
+  rel = np.empty(num_db, prep.relevance_dtype)
+  ranked = np.empty(num_db, prep.relevance_dtype)
+  buf = np.empty(min(num_db, _BLOCK), np.uint64)
+  count = np.empty(min(num_db, _BLOCK), np.uint8)
   kks = [min(k, num_db) for k in topk]
   top = max(kks, default=0)
   discount = 1.0 / np.log2(np.arange(top) + 2.0)
@@ -689,7 +741,8 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
     prep.query_distances_and_relevance(q, dist, rel, buf, count)
     order = np.argsort(dist, kind='stable')
     np.take(rel, order, out=ranked)
-    pos = np.flatnonzero(ranked)
+    # NumPy's nonzero is several times faster on bool than on uint8 gains.
+    pos = np.flatnonzero(ranked if prep.one_hot else ranked != 0)
     num_rel = pos.size
     # Items within radius r = first ranked position with distance > r,
     # by a binary search over the bits + 1 radii at once.
@@ -711,8 +764,10 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
                                                    'ndcg')]:
         out[key][q] = 0.0
       continue
-    precision = np.arange(1, num_rel + 1) / (pos + 1.0)
+    position = pos + 1.0
+    precision = np.arange(1, num_rel + 1) / position
     ap_sum = np.cumsum(precision)
+    del precision
     out['ap_all'][q] = ap_sum[-1] / num_rel
     hits_k = np.searchsorted(pos, kks)
     for k, h in zip(topk, hits_k):
@@ -724,14 +779,16 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
       out['wap_all'][q] = out['ap_all'][q]
       wap_sum = ap_sum
     else:
-      gain = prep.query_gains(q, order[pos])
-      acg = np.cumsum(gain) / (pos + 1.0)
+      gain = ranked[pos]
+      acg = np.cumsum(gain, dtype=np.int64) / position
       wap_sum = np.cumsum(acg)
+      del acg
       out['wap_all'][q] = wap_sum[-1] / num_rel
     if not topk:
       continue
     h_top = int(np.searchsorted(pos, top))
-    top_gain = np.ones(h_top, np.int64) if gain is None else gain[:h_top]
+    top_gain = (np.ones(h_top, np.int64) if gain is None else
+                gain[:h_top].astype(np.int64))
     dcg_terms = (2.0**top_gain - 1.0) * discount[pos[:h_top]]
     dcg_sum = np.concatenate([[0.0], np.cumsum(dcg_terms)])
     gain_sum = np.concatenate([[0], np.cumsum(top_gain)])
@@ -839,8 +896,10 @@ def retrieval_metrics(q_codes: Any,
   if backend not in ('auto', 'numpy', 'jax'):
     raise ValueError(
         f"backend must be 'auto', 'numpy' or 'jax', got {backend!r}.")
+  # The count path packs the codes to bits and needs no float32 copy
+  # (4 bytes per code bit, e.g. 256 MB for 10^6 64-bit codes).
   q_codes, db_codes, q_labels, db_labels = _validated(
-      q_codes, db_codes, q_labels, db_labels)
+      q_codes, db_codes, q_labels, db_labels, as_float=method == 'sort')
   topk = [_check_k(k, 'topk entries') for k in topk]
   precision_at = [_check_k(k, 'precision_at entries') for k in precision_at]
   if num_threads is None:
