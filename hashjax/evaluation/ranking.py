@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from concurrent import futures
 import numbers
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -819,9 +820,17 @@ def _default_threads() -> int:
 
 
 def _jax_has_accelerator() -> bool:
+  """Whether JAX is already imported and its default backend is not CPU.
+
+  JAX is not imported here: a NumPy-only caller should not pay its import
+  time and memory (about 1 s and 100+ MB); every hashjax training or
+  evaluation process has imported it already.
+  """
+  jax = sys.modules.get('jax')
+  if jax is None:
+    return False
   try:
-    import jax  # pylint: disable=g-import-not-at-top
-    return any(d.platform != 'cpu' for d in jax.devices())
+    return jax.default_backend() != 'cpu'
   except Exception:  # pylint: disable=broad-except
     return False
 
@@ -860,8 +869,8 @@ def retrieval_metrics(q_codes: Any,
       on `num_threads` threads; ``'sort'``: the original float-matmul and
       histogram path. Both give bit-identical results.
     backend: ``'numpy'``, ``'jax'`` (see `ranking_jax`; same numbers, up
-      to float summation order) or ``'auto'``: jax when a non-CPU JAX
-      device is present, else numpy.
+      to float summation order) or ``'auto'``: jax when JAX is imported
+      and its default backend is an accelerator, else numpy.
     num_threads: threads over query chunks (NumPy releases the GIL in the
       heavy loops); None: ``min(2, cpu_count)`` for ``'count'``, 1 for
       ``'sort'``.
