@@ -463,7 +463,9 @@ def _class_ids(labels: np.ndarray) -> np.ndarray | None:
   positive = labels > 0
   if not np.all(np.count_nonzero(positive, axis=1) == 1):
     return None
-  return np.argmax(positive, axis=1).astype(np.int32)
+  ids = np.argmax(positive, axis=1)
+  # The narrowest dtype: the per-query class comparison reads all N ids.
+  return ids.astype(np.uint8 if labels.shape[1] <= 256 else np.int32)
 
 
 class _Prepared:
@@ -560,6 +562,10 @@ class _Prepared:
           g[...] = np.bitwise_count(b, out=c)
         else:
           g += np.bitwise_count(b, out=c)
+
+  def query_label_count(self, q: int) -> int:
+    """Number of positive labels of query ``q`` (its largest gain)."""
+    return int(np.bitwise_count(self.q_lab_words[:, q]).sum())
 
   def query_gains(self, q: int, items: np.ndarray) -> np.ndarray:
     """Labels shared by query ``q`` and each of ``items``, ``int64``."""
@@ -741,7 +747,9 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
   for q in range(rows.start, rows.stop):
     prep.query_distances_and_relevance(q, dist, rel, buf, count)
     order = np.argsort(dist, kind='stable')
-    np.take(rel, order, out=ranked)
+    # mode='clip' (the indices are in range): with the default 'raise',
+    # take buffers `out` through a copy.
+    np.take(rel, order, out=ranked, mode='clip')
     # NumPy's nonzero is several times faster on bool than on uint8 gains.
     pos = np.flatnonzero(ranked if prep.one_hot else ranked != 0)
     num_rel = pos.size
@@ -766,13 +774,17 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
         out[key][q] = 0.0
       continue
     position = pos + 1.0
-    precision = np.arange(1, num_rel + 1) / position
-    ap_sum = np.cumsum(precision)
-    del precision
+    # Precision at each relevant item, then its running sum in ranked
+    # order: the same float64 operations, in the same order, as the
+    # sequential bincount of `_ap_from_terms`, hence bit-identical.
+    ap_sum = np.arange(1.0, num_rel + 1)
+    np.divide(ap_sum, position, out=ap_sum)
+    np.cumsum(ap_sum, out=ap_sum)
     out['ap_all'][q] = ap_sum[-1] / num_rel
     hits_k = np.searchsorted(pos, kks)
     for k, h in zip(topk, hits_k):
       out[f'ap@{k}'][q] = ap_sum[h - 1] / h if h else 0.0
+    h_top = int(np.searchsorted(pos, top))
     if prep.one_hot:
       # Every gain is 1: cumulative gain = rank among relevant, so the
       # ACG weights are the precisions and wAP is AP.
@@ -782,12 +794,15 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
     else:
       gain = ranked[pos]
       acg = np.cumsum(gain, dtype=np.int64) / position
-      wap_sum = np.cumsum(acg)
+      # wAP is not tied to an older implementation's summation order: a
+      # pairwise sum (fast, accurate) for the total, running sums only
+      # over the top `top` positions for wAP@K.
+      wap_total = float(np.sum(acg))
+      out['wap_all'][q] = wap_total / num_rel
+      wap_sum = np.cumsum(acg[:h_top])
       del acg
-      out['wap_all'][q] = wap_sum[-1] / num_rel
     if not topk:
       continue
-    h_top = int(np.searchsorted(pos, top))
     top_gain = (np.ones(h_top, np.int64) if gain is None else
                 gain[:h_top].astype(np.int64))
     dcg_terms = (2.0**top_gain - 1.0) * discount[pos[:h_top]]
@@ -797,13 +812,27 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
     if gain is None:
       ideal = np.ones(min(num_rel, top), np.int64)
     else:
-      per_value = np.bincount(gain)
-      values = np.arange(per_value.size)[::-1]
-      ideal = np.repeat(values, np.minimum(per_value[::-1], top))[:top]
+      # Only the `top` largest gains matter: count gain values from the
+      # largest possible (the query's label count) down until they fill
+      # the top positions -- usually a few passes over the gains, cheaper
+      # than a bincount (which copies them to intp).
+      values, counts, filled = [], [], 0
+      for value in range(int(prep.query_label_count(q)), 0, -1):
+        if filled >= top:
+          break
+        c = int(np.count_nonzero(gain == value))
+        values.append(value)
+        counts.append(min(c, top - filled))
+        filled += counts[-1]
+      ideal = np.repeat(np.asarray(values, np.int64),
+                        np.asarray(counts, np.int64))
     idcg_sum = np.concatenate([[0.0], np.cumsum(
         (2.0**ideal - 1.0) * discount[:ideal.size])])
     for k, kk, h in zip(topk, kks, hits_k):
-      out[f'wap@{k}'][q] = wap_sum[h - 1] / h if h else 0.0
+      if gain is not None and h == num_rel:
+        out[f'wap@{k}'][q] = out['wap_all'][q]  # Same sum as wAP@all.
+      else:
+        out[f'wap@{k}'][q] = wap_sum[h - 1] / h if h else 0.0
       out[f'acg@{k}'][q] = gain_sum[h] / kk
       idcg = idcg_sum[min(kk, ideal.size)]
       out[f'ndcg@{k}'][q] = dcg_sum[h] / idcg if idcg > 0 else 0.0
