@@ -25,10 +25,65 @@ Definitions (``Q`` queries, ``N`` database items, ``bits``-bit ±1 codes,
   distance ``<= r``. Precision is averaged over the queries that retrieve
   at least one item at that radius; recall (relevant retrieved / relevant)
   over the queries with at least one relevant item.
+* PR by retrieved count ``n`` (``pr_count_grid``: 1, 2, 5, 10, ..., N):
+  precision@n = relevant among the top ``n`` / ``n``, averaged over all
+  queries; recall@n = relevant among the top ``n`` / relevant, averaged
+  over the queries with at least one relevant item.
 
-Everything is computed in NumPy, exactly (integer distances, float64
-averages), over chunks of queries so that peak memory is
-``O(chunk_size * N)`` rather than ``O(Q * N)``.
+Graded multi-label measures (Zhao et al., "Deep Semantic Ranking Based
+Hashing for Multi-Label Image Retrieval", CVPR 2015, Sec. 5.2; see
+docs/metrics.md). The gain of item ``j`` for query ``i`` is the number of
+labels they share, ``r(j) = |labels_i & labels_j|``; ``r(p)`` is the gain
+of the item at 1-based position ``p`` of the ranking above.
+
+* ``acg@K``: ACG@K = (1/K) * sum_{p<=K} r(p), ``K`` clipped to ``N``.
+  With one-hot labels it equals ``p@K``.
+* ``ndcg@K``: NDCG@K = DCG@K / IDCG@K with DCG@K = sum_{p<=K}
+  (2^r(p) - 1) / log2(1 + p) (DSRH's exponential gain) and IDCG@K the DCG
+  of the ideal ranking (all gains in descending order); 0 for a query
+  without a relevant item.
+* ``wap@all``: weighted AP = mean over the relevant items (r > 0) of
+  ACG at their position, i.e. AP with precision@p replaced by ACG@p;
+  ``wap@K`` restricts the mean to the relevant items in the top ``K``
+  (like ``map@K``). 0 without a relevant item. With one-hot labels wAP is
+  AP.
+
+Algorithms. ``method='sort'`` is the original implementation: float32
+matmul distances, a relevance matmul, a stable radix argsort of every
+chunk of queries and per-row reductions. ``method='count'`` (default)
+uses that Hamming distances are small integers:
+
+1. Codes are packed once to ``uint64`` words; a query's distances are
+   ``bitwise_count(db ^ q)`` (one pass, no matmul); labels likewise, so
+   multi-hot relevance and gains are ``bitwise_count(db_labels & q)``,
+   and one-hot relevance is a class-id comparison.
+2. The ranking is a counting sort on the distance buckets: NumPy's
+   stable ``argsort`` of ``uint8`` distances is a one-pass radix sort,
+   i.e. it computes for every item (#items in lower buckets) + (#items in
+   its bucket with a lower index). Only the relevant items' positions
+   ``pos`` are kept (relevance gathered in ranked order, then
+   ``flatnonzero``).
+3. Everything else touches only ``pos`` or the ``bits + 1`` bucket
+   boundaries: AP terms (rank among relevant) / (position) with running
+   sums in ranked order (mAP@K is a prefix); hits within any cut-off
+   ``K`` (P@K, PR by count) are ``searchsorted(pos, K)``; the cumulative
+   bucket sizes (PR by radius) come from a binary search of the radii in
+   the ranked distances (``log2 N`` gathers), and the relevant ones from
+   ``searchsorted(pos, bucket_end)``.
+
+Per query that is one popcount pass, one radix argsort, one gather and
+one nonzero over ``N`` items, on ``num_threads`` threads (NumPy releases
+the GIL), with ``O(N)`` memory per thread. Explicit per-bucket prefix
+counts (bincount on ``block * (bits + 1) + d`` plus a within-block term)
+were measured 2x slower than the radix argsort in NumPy. The float sums
+for mAP are done in the same order as the sort path, so its results are
+bit-identical (tests/ranking_test.py; bench/eval_ranking.py checks it at
+scale). ``backend='jax'`` (ranking_jax.py) computes the same per-query
+quantities by one ``lax.sort`` per chunk on an accelerator.
+
+Everything is computed exactly (integer distances, float64 averages),
+over chunks of queries so that peak memory is ``O(chunk_size * N)``
+rather than ``O(Q * N)``.
 """
 
 from collections.abc import Sequence
