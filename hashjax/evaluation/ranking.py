@@ -894,8 +894,10 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
 
 
 # method='count' ranks one query at a time from this database size up (the
-# per-query NumPy calls are then negligible next to the O(N) passes);
-# smaller databases use the vectorised chunk path with the same numbers.
+# per-query NumPy calls are then negligible next to the O(N) passes), and
+# always for multi-hot labels (its gains come in index order, cheaper than
+# the chunk path's gather); smaller one-hot databases use the vectorised
+# chunk path, with the same numbers.
 PER_QUERY_MIN_DATABASE = 1 << 15
 
 
@@ -944,7 +946,10 @@ def retrieval_metrics(q_codes: Any,
     precision_at: cut-offs ``K`` for ``'p@K'``, clipped likewise.
     chunk_size: queries processed at once; peak memory is roughly
       ``chunk_size * N * BYTES_PER_PAIR`` bytes per thread. None: as many
-      as fit in ``memory_budget`` shared by the threads (at most 512).
+      as fit in ``memory_budget`` shared by the threads (at most 512 for
+      ``'sort'``, 64 for ``'count'``, which from ``N = 2**15`` (or with
+      multi-hot labels) ranks one query at a time in ``O(N)`` memory per
+      thread).
     memory_budget: bytes for the chunks' working arrays when chunk_size is
       None (default 1 GiB).
     method: ``'count'`` (default): distances by popcount of bit-packed
@@ -1001,7 +1006,10 @@ def retrieval_metrics(q_codes: Any,
   num_queries, bits = q_codes.shape
   num_db = db_codes.shape[0]
   if chunk_size is None:
-    chunk_size = int(min(512, max(1, memory_budget // (
+    # The count path gains nothing from chunks above ~64 queries (its big
+    # databases go one query at a time anyway), so it keeps them small.
+    max_chunk = 512 if method == 'sort' else 64
+    chunk_size = int(min(max_chunk, max(1, memory_budget // (
         num_db * BYTES_PER_PAIR * num_threads))))
   chunk_size = _check_k(chunk_size, 'chunk_size')
   grid = pr_count_grid(num_db)
@@ -1028,7 +1036,8 @@ def retrieval_metrics(q_codes: Any,
     prep = _Prepared(q_codes, db_codes, q_labels, db_labels, method)
     chunks = [slice(s, min(s + chunk_size, num_queries))
               for s in range(0, num_queries, chunk_size)]
-    if method == 'count' and num_db >= PER_QUERY_MIN_DATABASE:
+    if method == 'count' and (num_db >= PER_QUERY_MIN_DATABASE or
+                              not prep.one_hot):
       run = lambda rows: _count_chunk_scores(prep, rows, topk, cuts, out)
     else:
       run = lambda rows: _chunk_scores(prep, rows, topk, precision_at, cuts,
