@@ -320,6 +320,11 @@ def pr_by_radius(retrieved: Any, relevant_retrieved: Any,
   }
 
 
+def _row_blocks(x: np.ndarray, rows: int = 1 << 16):
+  """Row blocks of ``x``, so that checks need only block-sized temporaries."""
+  return (x[start:start + rows] for start in range(0, max(len(x), 1), rows))
+
+
 def _validated(
     q_codes: Any, db_codes: Any, q_labels: Any, db_labels: Any,
     as_float: bool = True
@@ -359,14 +364,15 @@ def _validated(
         f'Label widths differ: q_labels has {ql.shape[1]} classes, '
         f'db_labels has {dl.shape[1]}.')
   for name, x in (('q_codes', qc), ('db_codes', dc)):
-    if not np.all((x == 1) | (x == -1)):
+    if not all(np.all((b == 1) | (b == -1)) for b in _row_blocks(x)):
       raise ValueError(
           f'{name} must contain only +1/-1 (see hashjax.codes.binarize; '
           f'0/1 bits map to ±1 as 2 * b - 1).')
   for name, x in (('q_labels', ql), ('db_labels', dl)):
     if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
       raise ValueError(f'{name} must be numeric, got dtype {x.dtype}.')
-    if not np.all(np.isfinite(x)) or np.any(x < 0):
+    if not all(np.all(np.isfinite(b)) and not np.any(b < 0)
+               for b in _row_blocks(x)):
       # Relevance is `q @ db > 0`, which only means "shares a label" for
       # non-negative labels; e.g. ±1 label encodings would silently give
       # wrong relevance.
@@ -505,22 +511,36 @@ def pr_count_grid(num_db: int) -> list[int]:
 
 
 def _pack_bits(x: np.ndarray) -> np.ndarray:
-  """Boolean ``[M, B]`` -> ``uint64`` words ``[ceil(B / 64), M]``."""
+  """Positive entries of ``[M, B]`` -> ``uint64`` words ``[ceil(B / 64), M]``.
+
+  Bit ``b`` of row ``m`` is set iff ``x[m, b] > 0`` (the word layout is
+  irrelevant: only popcounts of XOR / AND of words are used). Packed in
+  row blocks, so temporaries stay small whatever ``M``.
+  """
   num_words = -(-x.shape[1] // 64)
-  padded = np.zeros((x.shape[0], num_words * 64), bool)
-  padded[:, :x.shape[1]] = x
-  words = np.packbits(padded, axis=1).view('>u8').astype(np.uint64)
-  return np.ascontiguousarray(words.T)
+  words = np.empty((num_words, x.shape[0]), np.uint64)
+  padded = None
+  for start in range(0, x.shape[0], 1 << 16):
+    block = x[start:start + (1 << 16)] > 0
+    if padded is None or len(padded) != len(block):
+      padded = np.zeros((len(block), num_words * 64), bool)
+    padded[:, :x.shape[1]] = block
+    words[:, start:start + len(block)] = (
+        np.packbits(padded, axis=1).view('>u8').T)
+  return words
 
 
 def _class_ids(labels: np.ndarray) -> np.ndarray | None:
   """Class index per row if every row has exactly one positive label."""
-  positive = labels > 0
-  if not np.all(np.count_nonzero(positive, axis=1) == 1):
-    return None
-  ids = np.argmax(positive, axis=1)
   # The narrowest dtype: the per-query class comparison reads all N ids.
-  return ids.astype(np.uint8 if labels.shape[1] <= 256 else np.int32)
+  ids = np.empty(len(labels), np.uint8 if labels.shape[1] <= 256 else
+                 np.int32)
+  for start in range(0, len(labels), 1 << 16):
+    positive = labels[start:start + (1 << 16)] > 0
+    if not np.all(np.count_nonzero(positive, axis=1) == 1):
+      return None
+    ids[start:start + len(positive)] = np.argmax(positive, axis=1)
+  return ids
 
 
 class _Prepared:
@@ -530,20 +550,19 @@ class _Prepared:
     self.method = method
     self.num_db, self.bits = db_codes.shape
     self.num_classes = q_labels.shape[1]
-    q_pos, db_pos = q_labels > 0, db_labels > 0
-    q_cls, db_cls = _class_ids(q_pos), _class_ids(db_pos)
+    q_cls, db_cls = _class_ids(q_labels), _class_ids(db_labels)
     # One-hot data: relevance is a class comparison and every relevant item
     # has gain 1, so the shared-label counts need not be computed.
     self.one_hot = q_cls is not None and db_cls is not None
     if method == 'sort':
       self.q_codes, self.db_codes = q_codes, db_codes
-      self.q_labels, self.db_labels = q_pos, db_pos
+      self.q_labels, self.db_labels = q_labels > 0, db_labels > 0
     else:
-      self.q_words = _pack_bits(q_codes > 0)
-      self.db_words = _pack_bits(db_codes > 0)
+      self.q_words = _pack_bits(q_codes)
+      self.db_words = _pack_bits(db_codes)
       self.q_cls, self.db_cls = q_cls, db_cls
-    self.q_lab_words = _pack_bits(q_pos)
-    self.db_lab_words = _pack_bits(db_pos)
+    self.q_lab_words = _pack_bits(q_labels)
+    self.db_lab_words = _pack_bits(db_labels)
     self.dist_dtype = (np.uint8 if self.bits <= np.iinfo(np.uint8).max else
                        np.uint16)
 
@@ -555,28 +574,13 @@ class _Prepared:
       return dist, relevance(self.q_labels[rows], self.db_labels)
     n = rows.stop - rows.start
     dist = np.empty((n, self.num_db), self.dist_dtype)
-    rel = np.empty((n, self.num_db), bool)
-    buf = np.empty(self.num_db, np.uint64)
-    count = np.empty(self.num_db, np.uint8)
+    rel = np.empty((n, self.num_db), self.relevance_dtype)
+    buf = np.empty(min(self.num_db, _BLOCK), np.uint64)
+    count = np.empty(min(self.num_db, _BLOCK), np.uint8)
     for i in range(n):
-      q = rows.start + i
-      for w, db_w in enumerate(self.db_words):
-        np.bitwise_xor(db_w, self.q_words[w, q], out=buf)
-        if w == 0:
-          np.bitwise_count(buf, out=count)
-          dist[i] = count
-        else:
-          dist[i] += np.bitwise_count(buf, out=count)
-      if self.one_hot:
-        np.equal(self.db_cls, self.q_cls[q], out=rel[i])
-      else:
-        for w, db_w in enumerate(self.db_lab_words):
-          np.bitwise_and(db_w, self.q_lab_words[w, q], out=buf)
-          if w == 0:
-            np.not_equal(buf, 0, out=rel[i])
-          else:
-            rel[i] |= buf != 0
-    return dist, rel
+      self.query_distances_and_relevance(rows.start + i, dist[i], rel[i],
+                                         buf, count)
+    return dist, rel if self.one_hot else rel != 0
 
   @property
   def relevance_dtype(self):
@@ -622,14 +626,6 @@ class _Prepared:
     """Number of positive labels of query ``q`` (its largest gain)."""
     return int(np.bitwise_count(self.q_lab_words[:, q]).sum())
 
-  def query_gains(self, q: int, items: np.ndarray) -> np.ndarray:
-    """Labels shared by query ``q`` and each of ``items``, ``int64``."""
-    gain = np.zeros(items.shape, np.int64)
-    for w in range(self.q_lab_words.shape[0]):
-      gain += np.bitwise_count(self.db_lab_words[w, items] &
-                               self.q_lab_words[w, q])
-    return gain
-
   def gains(self, q_rows: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Number of labels shared by (query, item) pairs, as ``int64``."""
     if self.one_hot:
@@ -666,8 +662,7 @@ def _sorted_cumulative_counts(dist: np.ndarray, order: np.ndarray,
 
 
 def _chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
-                  precision_at: list[int], cuts: np.ndarray,
-                  out: dict[str, Any]) -> None:
+                  cuts: np.ndarray, out: dict[str, Any]) -> None:
   """Ranks one chunk of queries and writes its per-query scores to `out`."""
   num_db, bits = prep.num_db, prep.bits
   n = rows.stop - rows.start
@@ -757,8 +752,8 @@ def _keep_freed_memory() -> None:
   Each query allocates and frees several ``N``-sized buffers (the argsort
   result and the radix sort's scratch, 8 bytes per item). With glibc's
   default thresholds the heap is trimmed after every query and the next
-  one page-faults all of that memory in again, which more than doubled
-  the argsort's time at ``N = 10^6`` (bench/eval_ranking.py). glibc raises
+  one page-faults all of that memory in again, which tripled the
+  argsort's time at ``N = 10^6`` (9 ms instead of 3 ms here). glibc raises
   its mmap and trim thresholds (to the chunk's size and twice that) when
   a large mmapped chunk is freed; allocating and freeing one 30 MiB
   buffer once per process does exactly that, with no global setting. It
@@ -1040,8 +1035,7 @@ def retrieval_metrics(q_codes: Any,
                               not prep.one_hot):
       run = lambda rows: _count_chunk_scores(prep, rows, topk, cuts, out)
     else:
-      run = lambda rows: _chunk_scores(prep, rows, topk, precision_at, cuts,
-                                       out)
+      run = lambda rows: _chunk_scores(prep, rows, topk, cuts, out)
     if num_threads == 1 or len(chunks) == 1:
       for rows in chunks:
         run(rows)
