@@ -476,3 +476,34 @@ def test_bad_options(change, message):
   with pytest.raises(ValueError, match=message):
     ranking.retrieval_metrics(np.ones((2, 4)), np.ones((3, 4)),
                               np.ones((2, 2)), np.ones((3, 2)), **change)
+
+
+def test_edge_cases_through_the_per_query_path(monkeypatch):
+  # The hand-computed cases above, through method='count''s per-query
+  # implementation (used from 2**15 items or with multi-hot labels).
+  monkeypatch.setattr(ranking, 'PER_QUERY_MIN_DATABASE', 1)
+  test_hand_computed_tie_rule()
+  test_tie_rule_other_order()
+  test_query_without_relevant_items_counts_as_zero()
+  test_no_relevant_anywhere_gives_none_recall()
+  test_codes_any_dtype_and_128_bits()
+  test_graded_hand_computed()
+
+
+@pytest.mark.parametrize('bits, num_classes', [(300, 3), (9, 300)])
+def test_count_wide_codes_and_many_classes(bits, num_classes, count_path):
+  # uint16 distances (> 255 bits) and uint16 gains (> 255 classes).
+  del count_path
+  rng = np.random.default_rng(6)
+  q = rng.choice([-1, 1], size=(5, bits))
+  db = rng.choice([-1, 1], size=(50, bits))
+  q_labels = (rng.random((5, num_classes)) < 0.5).astype(float)
+  db_labels = (rng.random((50, num_classes)) < 0.5).astype(float)
+  want = ranking._reference_metrics(q, db, q_labels, db_labels, topk=(7,),
+                                    precision_at=(7,))
+  got = ranking.retrieval_metrics(q, db, q_labels, db_labels, topk=(7,),
+                                  precision_at=(7,))
+  assert _old_keys(got) == want
+  graded = _graded_reference(q, db, q_labels, db_labels, (7,))
+  for key in ('ndcg@7', 'acg@7', 'wap@7', 'wap@all'):
+    _assert_close(got[key], graded[key])
