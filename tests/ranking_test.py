@@ -281,3 +281,229 @@ def test_save_pr_curve_writes_png(tmp_path):
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   with pytest.raises(ValueError, match='PR curve'):
     plots.save_pr_curve({'a': 1}, tmp_path / 'bad.png')
+
+
+# --- Counting path, JAX backend, graded measures and PR by count. ---
+
+OLD_KEYS_TOPK, OLD_KEYS_P = (1, 10, 100, 1000), (1, 5, 50, 1000)
+
+
+def _one_hot_problem(seed, num_q=30, num_db=200, bits=6, num_classes=4):
+  """Few bits and classes: many ties, single-label."""
+  rng = np.random.default_rng(seed)
+  q_codes = rng.choice([-1, 1], size=(num_q, bits)).astype(np.int8)
+  db_codes = rng.choice([-1, 1], size=(num_db, bits)).astype(np.int8)
+  eye = np.eye(num_classes)
+  return (q_codes, db_codes, eye[rng.integers(num_classes, size=num_q)],
+          eye[rng.integers(num_classes, size=num_db)])
+
+
+def _old_keys(metrics):
+  return {k: v for k, v in metrics.items()
+          if k.startswith(('map@', 'p@', 'num_', 'bits', 'pr_radius'))}
+
+
+@pytest.fixture(params=['vectorised', 'per_query'])
+def count_path(request, monkeypatch):
+  """Runs a test through both implementations of method='count'."""
+  if request.param == 'per_query':
+    monkeypatch.setattr(ranking, 'PER_QUERY_MIN_DATABASE', 1)
+  return request.param
+
+
+@pytest.mark.parametrize('problem', [_random_problem, _one_hot_problem])
+@pytest.mark.parametrize('seed', [0, 1])
+@pytest.mark.parametrize('chunk_size, num_threads', [(1, 1), (7, 2),
+                                                     (None, 2)])
+def test_count_is_bit_identical_to_sort(problem, seed, chunk_size,
+                                        num_threads, count_path):
+  del count_path
+  args = problem(seed)
+  want = ranking._reference_metrics(
+      *args, topk=OLD_KEYS_TOPK, precision_at=OLD_KEYS_P)
+  for method in ('count', 'sort'):
+    got = ranking.retrieval_metrics(
+        *args, topk=OLD_KEYS_TOPK, precision_at=OLD_KEYS_P,
+        chunk_size=chunk_size, method=method, num_threads=num_threads)
+    assert _old_keys(got) == want  # Exact float equality.
+
+
+def test_count_128_bits_and_wide_labels(count_path):
+  # Two code words and two label words (70 classes), multi-hot.
+  del count_path
+  rng = np.random.default_rng(5)
+  q = rng.choice([-1, 1], size=(6, 130))
+  db = np.concatenate([q, rng.choice([-1, 1], size=(40, 130))])
+  q_labels = (rng.random((6, 70)) < 0.05).astype(float)
+  db_labels = (rng.random((46, 70)) < 0.05).astype(float)
+  db_labels[:6] = q_labels
+  want = ranking._reference_metrics(q, db, q_labels, db_labels, topk=(3,),
+                                    precision_at=(4,))
+  got = ranking.retrieval_metrics(q, db, q_labels, db_labels, topk=(3,),
+                                  precision_at=(4,))
+  assert _old_keys(got) == want
+
+
+def _graded_reference(q_codes, db_codes, q_labels, db_labels, topk):
+  """Slow NDCG@K, ACG@K, wAP@K / @all and PR by count: explicit loops."""
+  num_q, num_db = q_codes.shape[0], db_codes.shape[0]
+  grid = ranking.pr_count_grid(num_db)
+  sums = {f'{m}@{k}': 0.0 for k in topk for m in ('ndcg', 'acg', 'wap')}
+  sums['wap@all'] = 0.0
+  prec = [0.0] * len(grid)
+  rec, rec_n = [0.0] * len(grid), 0
+  for i in range(num_q):
+    d = [int(np.sum(q_codes[i] != db_codes[j])) for j in range(num_db)]
+    g = [int(np.sum((q_labels[i] > 0) & (db_labels[j] > 0)))
+         for j in range(num_db)]
+    order = np.argsort(d, kind='stable')  # Ties by index.
+    ranked = [g[j] for j in order]
+
+    def wap(cut, ranked=ranked):
+      terms, cum = [], 0
+      for p in range(min(cut, num_db)):
+        cum += ranked[p]
+        if ranked[p] > 0:
+          terms.append(cum / (p + 1))  # ACG at position p + 1.
+      return sum(terms) / len(terms) if terms else 0.0
+
+    sums['wap@all'] += wap(num_db)
+    ideal = sorted(g, reverse=True)
+    for k in topk:
+      kk = min(k, num_db)
+      sums[f'wap@{k}'] += wap(k)
+      sums[f'acg@{k}'] += sum(ranked[:kk]) / kk
+      dcg = sum((2**ranked[p] - 1) / np.log2(p + 2) for p in range(kk))
+      idcg = sum((2**ideal[p] - 1) / np.log2(p + 2) for p in range(kk))
+      sums[f'ndcg@{k}'] += dcg / idcg if idcg else 0.0
+    n_rel = sum(x > 0 for x in g)
+    rec_n += n_rel > 0
+    for c, n in enumerate(grid):
+      got = sum(x > 0 for x in ranked[:n])
+      prec[c] += got / n
+      if n_rel:
+        rec[c] += got / n_rel
+  out = {k: v / num_q for k, v in sums.items()}
+  out['pr_count'] = {'n': grid, 'precision': [p / num_q for p in prec],
+                     'recall': [r / rec_n if rec_n else None for r in rec]}
+  return out
+
+
+@pytest.mark.parametrize('problem', [_random_problem, _one_hot_problem])
+@pytest.mark.parametrize('method', ['count', 'sort'])
+def test_graded_and_pr_count_match_reference(problem, method, count_path):
+  del count_path
+  args = problem(3)
+  topk = (1, 7, 50, 1000)
+  got = ranking.retrieval_metrics(*args, topk=topk, method=method,
+                                  chunk_size=9)
+  want = _graded_reference(*args, topk)
+  for key, value in want.items():
+    if key == 'pr_count':
+      assert got[key]['n'] == value['n']
+      for name in ('precision', 'recall'):
+        for a, b in zip(got[key][name], value[name]):
+          _assert_close(a, b)
+    else:
+      _assert_close(got[key], value)
+  if problem is _one_hot_problem:
+    # Gain 1 for every relevant item: ACG@K is P@K and wAP is mAP.
+    ref = ranking.retrieval_metrics(*args, topk=topk, precision_at=topk)
+    for k in topk:
+      _assert_close(got[f'acg@{k}'], ref[f'p@{k}'])
+      _assert_close(got[f'wap@{k}'], ref[f'map@{k}'])
+    _assert_close(got['wap@all'], ref['map@all'])
+
+
+def test_graded_hand_computed():
+  # One query with labels {0, 1}; distances [1, 0, 1, 2]; item gains
+  # (shared labels) [2, 0, 1, 1]. Ranking by (distance, index): 1, 0, 2, 3
+  # -> gains 0, 2, 1, 1.
+  q_codes = np.ones((1, 4), np.int8)
+  db_codes = np.ones((4, 4), np.int8)
+  for j, d in enumerate([1, 0, 1, 2]):
+    db_codes[j, :d] = -1
+  q_labels = np.array([[1, 1, 0]])
+  db_labels = np.array([[1, 1, 0], [0, 0, 1], [1, 0, 1], [0, 1, 0]])
+  got = ranking.retrieval_metrics(q_codes, db_codes, q_labels, db_labels,
+                                  topk=(2, 4), precision_at=(2,))
+  # ACG@2 = (0 + 2) / 2; ACG@4 = (0 + 2 + 1 + 1) / 4.
+  assert got['acg@2'] == pytest.approx(1.0)
+  assert got['acg@4'] == pytest.approx(1.0)
+  # wAP: relevant at positions 2, 3, 4 with ACG 2/2, 3/3, 4/4 -> 1.
+  assert got['wap@all'] == pytest.approx(1.0)
+  assert got['wap@2'] == pytest.approx(1.0)
+  # mAP: precisions 1/2, 2/3, 3/4.
+  assert got['map@all'] == pytest.approx((1 / 2 + 2 / 3 + 3 / 4) / 3)
+  # NDCG@2: DCG = 0 + 3 / log2(3); ideal gains 2, 1: 3 + 1 / log2(3).
+  assert got['ndcg@2'] == pytest.approx(
+      (3 / np.log2(3)) / (3 + 1 / np.log2(3)))
+  assert got['pr_count'] == {'n': [1, 2, 4], 'precision': [0.0, 0.5, 0.75],
+                             'recall': [0.0, pytest.approx(1 / 3), 1.0]}
+
+
+def test_pr_count_grid():
+  assert ranking.pr_count_grid(1) == [1]
+  assert ranking.pr_count_grid(2) == [1, 2]
+  assert ranking.pr_count_grid(1000) == [1, 2, 5, 10, 20, 50, 100, 200,
+                                         500, 1000]
+  assert ranking.pr_count_grid(1234)[-3:] == [500, 1000, 1234]
+
+
+@pytest.mark.parametrize('problem', [_random_problem, _one_hot_problem])
+def test_jax_backend_matches_numpy(problem):
+  args = problem(4)
+  kwargs = dict(topk=(1, 10, 1000), precision_at=(3, 1000))
+  want = ranking.retrieval_metrics(*args, **kwargs, backend='numpy')
+  got = ranking.retrieval_metrics(*args, **kwargs, backend='jax',
+                                  memory_budget=300 * 64 * 16)
+  # Count-based results (P@K, PR curves) are identical; the sums behind
+  # mAP / wAP / NDCG may differ in the last bits (XLA's summation order).
+  assert set(got) == set(want)
+  for key in want:
+    if key.startswith(('map@', 'ndcg@', 'wap@')):
+      assert got[key] == pytest.approx(want[key], rel=1e-13)
+    else:
+      assert got[key] == want[key], key
+
+
+@pytest.mark.parametrize('change, message', [
+    (dict(method='fast'), 'method'),
+    (dict(backend='tpu'), 'backend'),
+    (dict(num_threads=0), 'num_threads'),
+])
+def test_bad_options(change, message):
+  with pytest.raises(ValueError, match=message):
+    ranking.retrieval_metrics(np.ones((2, 4)), np.ones((3, 4)),
+                              np.ones((2, 2)), np.ones((3, 2)), **change)
+
+
+def test_edge_cases_through_the_per_query_path(monkeypatch):
+  # The hand-computed cases above, through method='count''s per-query
+  # implementation (used from 2**15 items or with multi-hot labels).
+  monkeypatch.setattr(ranking, 'PER_QUERY_MIN_DATABASE', 1)
+  test_hand_computed_tie_rule()
+  test_tie_rule_other_order()
+  test_query_without_relevant_items_counts_as_zero()
+  test_no_relevant_anywhere_gives_none_recall()
+  test_codes_any_dtype_and_128_bits()
+  test_graded_hand_computed()
+
+
+@pytest.mark.parametrize('bits, num_classes', [(300, 3), (9, 300)])
+def test_count_wide_codes_and_many_classes(bits, num_classes, count_path):
+  # uint16 distances (> 255 bits) and uint16 gains (> 255 classes).
+  del count_path
+  rng = np.random.default_rng(6)
+  q = rng.choice([-1, 1], size=(5, bits))
+  db = rng.choice([-1, 1], size=(50, bits))
+  q_labels = (rng.random((5, num_classes)) < 0.5).astype(float)
+  db_labels = (rng.random((50, num_classes)) < 0.5).astype(float)
+  want = ranking._reference_metrics(q, db, q_labels, db_labels, topk=(7,),
+                                    precision_at=(7,))
+  got = ranking.retrieval_metrics(q, db, q_labels, db_labels, topk=(7,),
+                                  precision_at=(7,))
+  assert _old_keys(got) == want
+  graded = _graded_reference(q, db, q_labels, db_labels, (7,))
+  for key in ('ndcg@7', 'acg@7', 'wap@7', 'wap@all'):
+    _assert_close(got[key], graded[key])

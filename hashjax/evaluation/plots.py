@@ -124,3 +124,76 @@ def save_pr_curve(metrics: Mapping[str, Any],
     os.makedirs(parent, exist_ok=True)
   fig.savefig(path, format='png', dpi=120)
   return path
+
+
+def _count_curves(
+    metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+  """Normalises the accepted inputs to {legend label: pr_count dict}."""
+  if 'pr_count' in metrics:
+    return {f"{metrics.get('bits', '?')} bits": metrics['pr_count']}
+  if 'n' in metrics:
+    return {'': metrics}
+  curves = {}
+  for label, value in metrics.items():
+    if not isinstance(value, Mapping) or not (
+        'pr_count' in value or 'n' in value):
+      raise ValueError(
+          f'Cannot find a PR-by-count curve under key {label!r}: expected '
+          'the dict from retrieval_metrics (or a mapping of them).')
+    curves[str(label)] = value.get('pr_count', value)
+  if not curves:
+    raise ValueError('No PR-by-count curve to plot: the metrics dict is '
+                     'empty.')
+  return curves
+
+
+def save_pr_count_curve(metrics: Mapping[str, Any],
+                        path: str | os.PathLike[str],
+                        title: str | None = None) -> str:
+  """Saves the precision-recall curve by retrieved count as a PNG.
+
+  The left panel plots precision against recall, one point per number of
+  retrieved items ``n`` (the ``'pr_count'`` grid of
+  `ranking.retrieval_metrics`); the right panel plots precision@n and
+  recall@n against ``n`` on a logarithmic axis.
+
+  Args:
+    metrics: the dict returned by `ranking.retrieval_metrics`, its
+      ``'pr_count'`` entry alone, or a mapping from a curve label (e.g.
+      the code length) to such dicts to overlay several curves.
+    path: output file; parent directories are created.
+    title: optional figure title.
+
+  Returns:
+    The path written, as a string.
+  """
+  curves = _count_curves(metrics)
+  fig = mpl_figure.Figure(figsize=(11, 4.5), layout='constrained')
+  backend_agg.FigureCanvasAgg(fig)
+  ax_pr, ax_n = fig.subplots(1, 2)
+  for index, (label, pr) in enumerate(curves.items()):
+    color = f'C{index}'
+    recall, precision = _defined(pr['recall'], pr['precision'])
+    ax_pr.plot(recall, precision, '.-', color=color, label=label or None)
+    suffix = f' ({label})' if label and len(curves) > 1 else ''
+    n_p, p = _defined(pr['n'], pr['precision'])
+    n_r, r = _defined(pr['n'], pr['recall'])
+    ax_n.plot(n_p, p, '.-', color=color, label=f'precision@n{suffix}')
+    ax_n.plot(n_r, r, '.--', color=color, label=f'recall@n{suffix}')
+  ax_pr.set(xlabel='recall', ylabel='precision', xlim=(-0.02, 1.02),
+            ylim=(-0.02, 1.02), title='PR curve by number retrieved')
+  ax_pr.grid(alpha=0.3)
+  if any(curves):
+    ax_pr.legend(loc='lower left')
+  ax_n.set(xlabel='items retrieved n', ylabel='value', xscale='log',
+           ylim=(-0.02, 1.02), title='Precision@n and recall@n')
+  ax_n.grid(alpha=0.3)
+  ax_n.legend(loc='best')
+  if title:
+    fig.suptitle(title)
+  path = os.fspath(path)
+  parent = os.path.dirname(path)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  fig.savefig(path, format='png', dpi=120)
+  return path
