@@ -44,6 +44,7 @@ def test_train_and_evaluate_writes_results(small_rsscn7, tmp_path):
   assert saved['steps'] == 8 and saved['metrics']['num_queries'] == 28
   assert 0.0 < saved['metrics']['map@all'] <= 1.0
   assert (tmp_path / 'pr_curve.png').stat().st_size > 1000
+  assert (tmp_path / 'pr_count.png').stat().st_size > 1000
   assert list((tmp_path).glob('events.out.tfevents*'))
   env = saved['environment']     # what can move a number besides the code
   assert env['devices'] >= 1 and env['versions']['jax'] and env['cpus'] >= 1

@@ -55,11 +55,15 @@ def evaluate(*, model, method, state, image_set, splits, config, mesh):
 
 
 def write_results(config, workdir, results):
-  """results.json and pr_curve.png on process 0; True there."""
+  """results.json, pr_curve.png (by Hamming radius) and pr_count.png (by
+  retrieved count) on process 0; True there."""
   if not workdir_lib.write_results(workdir, results):
     return False
+  title = f'{config.method} {config.bits} bits, {config.data.name}'
   plots.save_pr_curve(results['metrics'],
-                      os.path.join(workdir, 'pr_curve.png'),
-                      title=f'{config.method} {config.bits} bits, '
-                      f'{config.data.name}')
+                      os.path.join(workdir, 'pr_curve.png'), title=title)
+  if 'pr_count' in results['metrics']:
+    plots.save_pr_count_curve(results['metrics'],
+                              os.path.join(workdir, 'pr_count.png'),
+                              title=title)
   return True
