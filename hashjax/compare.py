@@ -412,16 +412,16 @@ def table(rows):
   return header, values
 
 
-def _fmt(value):
+def _fmt(value, digits=4):
   if value is None:
     return ''
   if isinstance(value, float):
-    return f'{value:.4f}'
+    return f'{value:.{digits}f}'
   return str(value)
 
 
-def _md_cell(value):
-  return _fmt(value).replace('|', r'\|')
+def _md_cell(value, column=''):
+  return _fmt(value, 1 if column == 'wall_seconds' else 4).replace('|', r'\|')
 
 
 def write_csv(path, header, values):
@@ -447,7 +447,7 @@ def markdown(grid, rows, header, values):
       '---:' if h in ('bits', 'wall_seconds') or '@' in h else '---'
       for h in md_header) + '|')
   for v in values:
-    cells = [_md_cell(x) for x in v]
+    cells = [_md_cell(x, h) for x, h in zip(v, header)]
     cells[cmd_col] = f'`{v[cmd_col]}`'
     lines.append('| ' + ' | '.join(cells) + ' |')
   finished = {r['entry'].position: r for r in rows}
