@@ -322,8 +322,9 @@ def run_entry(entry):
   return code == 0 and read_results(entry) is not None, log
 
 
-def sweep(grid, todo, out=print):
-  """Runs the entries of `todo` (a part of `grid`) that are not finished.
+def sweep(todo, out=print):
+  """Runs the entries of `todo` (the grid or a shard of it) that are not
+  finished.
 
   Returns a summary dict: read, trained, failed (list of (entry, log)).
   """
@@ -352,7 +353,6 @@ def sweep(grid, todo, out=print):
       out(f'{prefix}: FAILED; log: {log}\n  last lines:\n' +
           '\n'.join('    ' + line for line in tail.splitlines()))
       failed.append((entry, log))
-  del grid
   return dict(read=read, trained=trained, failed=failed)
 
 
@@ -642,7 +642,7 @@ def run(argv):
           f'out: {out_dir}', flush=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-      summary = sweep(grid, todo, out=lambda s: print(s, flush=True))
+      summary = sweep(todo, out=lambda s: print(s, flush=True))
     except KeyboardInterrupt:
       print('compare: interrupted. Finished runs are kept and an unfinished '
             "one resumes from its checkpoint: rerun the same command.",

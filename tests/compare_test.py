@@ -234,3 +234,20 @@ def test_a_killed_sweep_resumes(small_rsscn7, tmp_path):
   assert (out / 'folder' / 'ahcl_8b' / 'results.json').exists()
   with open(out / 'results.csv') as f:
     assert len(list(csv.DictReader(f))) == 2
+
+
+def test_a_failing_run_is_reported_and_the_sweep_goes_on(tmp_path):
+  """Both runs fail at once (no such data folder): each is named with its
+  log and last lines, the tables are still written, the exit status is 1."""
+  out = tmp_path / 'o'
+  res = _compare('--methods=lsh,itq', '--bits=8', '--datasets=folder',
+                 f'--data_root={tmp_path}/no_such_folder', '--variant=runlocal',
+                 f'--out={out}')
+  assert res.returncode == 1, res.stdout + res.stderr
+  for name in ('lsh_8b', 'itq_8b'):
+    log = out / 'folder' / name / 'compare.log'
+    assert f'folder/{name}: FAILED; log: {log}' in res.stdout
+    assert f'FAILED folder/{name}: see {log}' in res.stderr
+  assert 'last lines:' in res.stdout and 'no_such_folder' in res.stdout
+  assert '0 finished runs read, 0 runs trained, 2 failed' in res.stdout
+  assert (out / 'results.csv').read_text().startswith('dataset,method,bits')
