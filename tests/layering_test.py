@@ -24,7 +24,7 @@ LAYERS = {
     'inference': 2, 'features': 2, 'evaluation': 2, 'archive': 2,
     'methods': 3,
     'train': 4, 'fit': 4, 'restore': 4, 'retriever': 4, 'serving': 4,
-    'main': 5, 'search': 5, 'convert': 5, 'serve': 5,
+    'main': 5, 'search': 5, 'convert': 5, 'serve': 5, 'compare': 5,
 }
 
 
