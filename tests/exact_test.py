@@ -123,7 +123,7 @@ def test_auto_with_the_flat_scan_timed_on_a_sample(sharded, monkeypatch):
   monkeypatch.setattr(exact, 'SAMPLE', 512)
   monkeypatch.setattr(mih, 'choose', lambda *a: 'mih')
   idx = shards.load(path)
-  assert exact._flat_seconds(idx, packed[:3], 10) > 0  # pylint: disable=protected-access
+  assert exact.flat_seconds(idx.packed, 64, packed[:3], 10) > 0
   q = packed[np.arange(0, 5000, 97)]
   d, i = exact.nearest(idx, q, 10, 'auto')
   want_d, want_i = reference(q, packed, 10)

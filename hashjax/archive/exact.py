@@ -39,42 +39,52 @@ def parts(idx, verify=True):
 def nearest(idx, q_packed, k, algorithm='auto'):
   """(distances [Q, k] int32, rows [Q, k] int64) of the k nearest codes of
   the index `idx` to each packed query."""
+  return nearest_codes(idx.packed, idx.bits, lambda: parts(idx), q_packed, k,
+                       algorithm)
+
+
+def nearest_codes(packed, bits, get_parts, q_packed, k, algorithm='auto'):
+  """`nearest` over packed codes [N, W] (an array, memory map or
+  shards.Rows); get_parts() gives their MIH parts when needed."""
   _check(algorithm)
   q = np.ascontiguousarray(q_packed, np.uint32)
-  if algorithm == 'flat' or (algorithm == 'auto' and mih.choose(
-      len(idx), idx.bits, k) == 'flat'):
-    d, i = topk.search(q, idx.packed, k, idx.bits,
+  n = packed.shape[0]
+  if algorithm == 'flat' or (algorithm == 'auto' and
+                             mih.choose(n, bits, k) == 'flat'):
+    d, i = topk.search(q, packed, k, bits,
                        query_block=topk.block_for(len(q), 64 if k <= 256
                                                   else 16))
     return d.astype(np.int32), i.astype(np.int64)
   if algorithm == 'mih':
-    d, i, _ = mih.search(q, parts(idx), k, idx.bits)
+    d, i, _ = mih.search(q, get_parts(), k, bits)
     return d, i
+
   def flat(qq):   # one compiled query block for every call auto makes
-    d, i = topk.search(qq, idx.packed, k, idx.bits, query_block=16)
+    d, i = topk.search(qq, packed, k, bits, query_block=16)
     return d.astype(np.int32), i.astype(np.int64)
-  return mih.search_auto(q, parts(idx), k, idx.bits, flat_fn=flat,
-                         flat_seconds=_flat_seconds(idx, q, k))
+  return mih.search_auto(q, get_parts(), k, bits, flat_fn=flat,
+                         flat_seconds=flat_seconds(packed, bits, q, k))
 
 
 SAMPLE = 1 << 20
 
 
-def _flat_seconds(idx, q, k):
-  """The flat scan's seconds per query over the whole index, timed on its
+def flat_seconds(packed, bits, q, k):
+  """The flat scan's seconds per query over all of `packed`, timed on its
   first SAMPLE codes (the scan's cost is linear in the codes) for up to
   16 of the queries: a hundredth of a scan at 10^8 codes. None when the
-  index is not much bigger than the sample."""
+  codes are not much more than the sample."""
   import time  # pylint: disable=g-import-not-at-top
-  if len(idx) < 4 * SAMPLE:
+  n = packed.shape[0]
+  if n < 4 * SAMPLE:
     return None
-  sample = np.asarray(idx.packed[:SAMPLE])
+  sample = np.asarray(packed[:SAMPLE])
   block = q[:16]
   kk = min(k, SAMPLE)
-  topk.search(block, sample, kk, idx.bits, query_block=16)    # compiles
+  topk.search(block, sample, kk, bits, query_block=16)    # compiles
   t0 = time.perf_counter()
-  topk.search(block, sample, kk, idx.bits, query_block=16)
-  return (time.perf_counter() - t0) / 16 * len(idx) / SAMPLE
+  topk.search(block, sample, kk, bits, query_block=16)
+  return (time.perf_counter() - t0) / 16 * n / SAMPLE
 
 
 def within(idx, q_packed, radius, algorithm='auto'):
