@@ -59,32 +59,33 @@ def nearest_codes(packed, bits, get_parts, q_packed, k, algorithm='auto'):
     d, i, _ = mih.search(q, get_parts(), k, bits)
     return d, i
 
+  block = topk.block_for(len(q), 64 if k <= 256 else 16)
+
   def flat(qq):   # one compiled query block for every call auto makes
-    d, i = topk.search(qq, packed, k, bits, query_block=16)
+    d, i = topk.search(qq, packed, k, bits, query_block=block)
     return d.astype(np.int32), i.astype(np.int64)
   return mih.search_auto(q, get_parts(), k, bits, flat_fn=flat,
-                         flat_seconds=flat_seconds(packed, bits, q, k))
+                         flat_seconds=flat_seconds(packed, bits, q, k, block))
 
 
 SAMPLE = 1 << 20
 
 
-def flat_seconds(packed, bits, q, k):
-  """The flat scan's seconds per query over all of `packed`, timed on its
-  first SAMPLE codes (the scan's cost is linear in the codes) for up to
-  16 of the queries: a hundredth of a scan at 10^8 codes. None when the
-  codes are not much more than the sample."""
+def flat_seconds(packed, bits, q, k, block=16):
+  """The flat scan's seconds per query over all of `packed` in query blocks
+  of `block`, timed on its first SAMPLE codes (the scan's cost is linear in
+  the codes) for one block of the queries: a hundredth of a scan at 10^8
+  codes. None when the codes are not much more than the sample."""
   import time  # pylint: disable=g-import-not-at-top
   n = packed.shape[0]
   if n < 4 * SAMPLE:
     return None
   sample = np.asarray(packed[:SAMPLE])
-  block = q[:16]
   kk = min(k, SAMPLE)
-  topk.search(block, sample, kk, bits, query_block=16)    # compiles
+  topk.search(q[:block], sample, kk, bits, query_block=block)   # compiles
   t0 = time.perf_counter()
-  topk.search(block, sample, kk, bits, query_block=16)
-  return (time.perf_counter() - t0) / 16 * n / SAMPLE
+  topk.search(q[:block], sample, kk, bits, query_block=block)
+  return (time.perf_counter() - t0) / block * n / SAMPLE
 
 
 def within(idx, q_packed, radius, algorithm='auto'):

@@ -514,9 +514,10 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
   batch of `batch` queries runs MIH with a budget of N / cost_ratio (about
   one flat scan): a query that exhausts it is set aside for the flat scan.
   The next batch, with those, runs the flat scan (its first query alone,
-  so a first compilation is not counted). The remaining queries then go,
-  batch by batch, to whichever has cost less per query so far, MIH's cost
-  including the flat scans of its queries that gave up.
+  so a first compilation is not counted), unless `flat_seconds` is given.
+  The remaining queries then go, batch by batch, to MIH while it has cost
+  less per query than the flat scan (MIH's cost including the flat scans
+  of its queries that gave up), else all at once to the flat scan.
 
   Args:
     flat_fn: q_packed -> (dist, idx), the flat scan to use (default:
@@ -573,9 +574,12 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
       pending[rows] = g
       gave_up += int(g.sum())
     else:
+      if t_mih is not None and t_flat is not None:   # decided: all the rest
+        rows = np.arange(rows[0], len(q))
+        start = len(q)
       rows = np.concatenate([np.flatnonzero(pending), rows])
       pending[:] = False
-      if spent['flat'][1] == 0 and len(rows) > 1:
+      if spent['flat'][1] == 0 and flat_seconds is None and len(rows) > 1:
         dist[rows[:1]], idx[rows[:1]] = flat_fn(q[rows[:1]])  # compiles
         rows = rows[1:]
       run_flat(rows)
