@@ -14,16 +14,26 @@ index, or add it to an existing one without re-encoding the old codes:
   python -m hashjax.search --workdir=RUN --images=NEW_DIR --out=archive.hjidx \
       --append
 
+An --out folder (or a new path without .hjidx) makes a sharded index for
+large archives: encoded on every device and host, shard by shard, resumable
+(rerun the same command), unreadable images listed in DIR/unreadable.txt
+(hashjax/archive/encode.py, docs/archive.md); --index=DIR --compact merges
+small shards:
+
+  python -m hashjax.search --workdir=RUN --images=ROOT_OR_LIST --out=DIR
+
 Query (an image, a folder of images, or a .txt list of paths); the queries
 are encoded with the network of the run that built the index:
 
   python -m hashjax.search --index=archive.hjidx --query=img.jpg [--k=20] \
       [--report=out.html|out.png]
 
-Prints rank, Hamming distance, id and label per result. With labels in the
-index and a query inside a folder named after a class, results are marked
-relevant (shares the class) or not. The ranking is exact, ties by index
-(hashjax/topk.py), as in evaluation.
+Prints rank, Hamming distance, id and label per result (--radius=R: every
+item within R instead of the k nearest). With labels in the index and a
+query inside a folder named after a class, results are marked relevant
+(shares the class) or not. The ranking is exact, ties by index, as in
+evaluation: the flat scan or multi-index hashing (--algorithm=auto|flat|mih,
+hashjax/archive/exact.py).
 """
 import os
 import pathlib
