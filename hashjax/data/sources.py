@@ -5,6 +5,7 @@ dataset is exported once to a folder cache (hashjax/data/tfds_export.py), so
 training reads every source the same way and can visit images in any order
 (the asymmetric methods sample subsets of the database by index).
 """
+import os
 import pathlib
 
 import numpy as np
@@ -103,6 +104,8 @@ def for_archive(spec):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   gfile = tf.io.gfile
   spec = str(spec)
+  if '://' not in spec:   # local: absolute ids, whatever the working folder
+    spec = os.path.abspath(os.path.expanduser(spec))
   if spec.lower().endswith(('.txt', '.csv')) and gfile.exists(spec) and \
       not gfile.isdir(spec):
     return _from_list(spec, gfile)
