@@ -21,6 +21,7 @@ An image that cannot be read or decoded is left out of its shard, not
 allowed to stop the encode: each is listed with the decoder's error in its
 shard's header, in `<out>/unreadable.txt` and in the summary.
 """
+import contextlib
 import hashlib
 import os
 import time
@@ -127,7 +128,7 @@ def encode(encoder, image_set, out, *, source, shard_size=1 << 16,
                             'first (the same command without --append).')
   spans = [(i * shard_size, min(len(ids), (i + 1) * shard_size))
            for i in range(len(files))]
-  lock = shards.hold(out) if main else _NoLock()
+  lock = shards.hold(out) if main else contextlib.nullcontext()
   with lock:
     done = np.array([main and _finished(os.path.join(out, f), ids[a:b])
                      for f, (a, b) in zip(files, spans)])
@@ -190,15 +191,6 @@ def _unreadable(out, files):
     shard = index_lib.load(os.path.join(out, f), verify=False)
     bad += [tuple(u) for u in shard.source.get('unreadable', [])]
   return bad
-
-
-class _NoLock:
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return False
 
 
 def _write_shard(path, image_set, a, b, c, readable, labels, names, source):

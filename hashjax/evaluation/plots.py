@@ -21,23 +21,26 @@ _NUM_ANNOTATED_RADII = 6
 _MIN_LABEL_GAP = 0.12
 
 
-def _curves(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-  """Normalises the accepted inputs to {legend label: pr_radius dict}."""
-  if 'pr_radius' in metrics:
-    return {f"{metrics.get('bits', '?')} bits": metrics['pr_radius']}
-  if 'radius' in metrics:
+def _curves(metrics: Mapping[str, Any], key: str = 'pr_radius',
+            axis: str = 'radius',
+            what: str = 'PR curve') -> dict[str, Mapping[str, Any]]:
+  """Normalises the accepted inputs to {legend label: curve dict}: the
+  `key` entry ('pr_radius' or 'pr_count') of retrieval_metrics' dict, that
+  entry alone (it has an `axis` list), or a mapping of such dicts."""
+  if key in metrics:
+    return {f"{metrics.get('bits', '?')} bits": metrics[key]}
+  if axis in metrics:
     return {'': metrics}
   # Several results, e.g. {64: retrieval_metrics(...), 128: ...}.
   curves = {}
   for label, value in metrics.items():
-    if not isinstance(value, Mapping) or not (
-        'pr_radius' in value or 'radius' in value):
+    if not isinstance(value, Mapping) or not (key in value or axis in value):
       raise ValueError(
-          f'Cannot find a PR curve under key {label!r}: expected the dict '
+          f'Cannot find a {what} under key {label!r}: expected the dict '
           'from retrieval_metrics (or a mapping of them).')
-    curves[str(label)] = value.get('pr_radius', value)
+    curves[str(label)] = value.get(key, value)
   if not curves:
-    raise ValueError('No PR curve to plot: the metrics dict is empty.')
+    raise ValueError(f'No {what} to plot: the metrics dict is empty.')
   return curves
 
 
@@ -126,27 +129,6 @@ def save_pr_curve(metrics: Mapping[str, Any],
   return path
 
 
-def _count_curves(
-    metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-  """Normalises the accepted inputs to {legend label: pr_count dict}."""
-  if 'pr_count' in metrics:
-    return {f"{metrics.get('bits', '?')} bits": metrics['pr_count']}
-  if 'n' in metrics:
-    return {'': metrics}
-  curves = {}
-  for label, value in metrics.items():
-    if not isinstance(value, Mapping) or not (
-        'pr_count' in value or 'n' in value):
-      raise ValueError(
-          f'Cannot find a PR-by-count curve under key {label!r}: expected '
-          'the dict from retrieval_metrics (or a mapping of them).')
-    curves[str(label)] = value.get('pr_count', value)
-  if not curves:
-    raise ValueError('No PR-by-count curve to plot: the metrics dict is '
-                     'empty.')
-  return curves
-
-
 def save_pr_count_curve(metrics: Mapping[str, Any],
                         path: str | os.PathLike[str],
                         title: str | None = None) -> str:
@@ -167,7 +149,7 @@ def save_pr_count_curve(metrics: Mapping[str, Any],
   Returns:
     The path written, as a string.
   """
-  curves = _count_curves(metrics)
+  curves = _curves(metrics, 'pr_count', 'n', 'PR-by-count curve')
   fig = mpl_figure.Figure(figsize=(11, 4.5), layout='constrained')
   backend_agg.FigureCanvasAgg(fig)
   ax_pr, ax_n = fig.subplots(1, 2)

@@ -543,6 +543,21 @@ def _class_ids(labels: np.ndarray) -> np.ndarray | None:
   return ids
 
 
+def _popcount_sum(op, db_words, q_words, lo, hi, out, buf, count):
+  """out[:] = sum over words w of popcount(op(db_words[w][lo:hi],
+  q_words[w])): Hamming distances (op xor) or shared labels (op and).
+  `buf` (uint64) and `count` hold one word's temporaries; a uint8 `out`
+  takes the first word's popcounts directly."""
+  for w, db_w in enumerate(db_words):
+    op(db_w[lo:hi], q_words[w], out=buf)
+    if w == 0 and out.dtype == np.uint8:
+      np.bitwise_count(buf, out=out)
+    elif w == 0:
+      out[...] = np.bitwise_count(buf, out=count)
+    else:
+      out += np.bitwise_count(buf, out=count)
+
+
 class _Prepared:
   """Database-side arrays shared by every query chunk (built once)."""
 
@@ -600,27 +615,13 @@ class _Prepared:
     for lo in range(0, self.num_db, _BLOCK):
       hi = min(lo + _BLOCK, self.num_db)
       b, c = buf[:hi - lo], count[:hi - lo]
-      d = dist[lo:hi]
-      for w, db_w in enumerate(self.db_words):
-        np.bitwise_xor(db_w[lo:hi], self.q_words[w, q], out=b)
-        if w == 0 and d.dtype == np.uint8:
-          np.bitwise_count(b, out=d)
-        elif w == 0:
-          d[...] = np.bitwise_count(b, out=c)
-        else:
-          d += np.bitwise_count(b, out=c)
+      _popcount_sum(np.bitwise_xor, self.db_words, self.q_words[:, q], lo,
+                    hi, dist[lo:hi], b, c)
       if self.one_hot:
         np.equal(self.db_cls[lo:hi], self.q_cls[q], out=rel[lo:hi])
         continue
-      g = rel[lo:hi]
-      for w, db_w in enumerate(self.db_lab_words):
-        np.bitwise_and(db_w[lo:hi], self.q_lab_words[w, q], out=b)
-        if w == 0 and g.dtype == np.uint8:
-          np.bitwise_count(b, out=g)
-        elif w == 0:
-          g[...] = np.bitwise_count(b, out=c)
-        else:
-          g += np.bitwise_count(b, out=c)
+      _popcount_sum(np.bitwise_and, self.db_lab_words, self.q_lab_words[:, q],
+                    lo, hi, rel[lo:hi], b, c)
 
   def query_label_count(self, q: int) -> int:
     """Number of positive labels of query ``q`` (its largest gain)."""
@@ -792,7 +793,6 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
   kks = [min(k, num_db) for k in topk]
   top = max(kks, default=0)
   discount = 1.0 / np.log2(np.arange(top) + 2.0)
-  cum_discount = np.concatenate([[0.0], np.cumsum(discount)])
   steps = max(1, int(num_db).bit_length())
   for q in range(rows.start, rows.stop):
     prep.query_distances_and_relevance(q, dist, rel, buf, count)
