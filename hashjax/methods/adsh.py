@@ -13,10 +13,7 @@ The objective (Eq. 3), with the released code's normalisation by n b:
 S_ij in {1, -1} (`soft_similarity=False`; True gives AHCL's {1, -r}) and
 gamma = 200 (the config's `lam`: AHCL's name for the same weight).
 """
-import jax.numpy as jnp
-
-from hashjax.losses import pairwise
-from hashjax.losses import similarity
+from hashjax.methods import ahcl
 # The learned database codes V, U, r and the DCC sweep: AHCL's.
 from hashjax.methods._bank import (  # pylint: disable=unused-import
     DATABASE_CODES, database_codes, end_round, init_state, start_round,
@@ -35,11 +32,5 @@ def make_model(config, ctx):
 
 def loss_fn(outputs, batch, state, hp):
   """ADSH's pair + quantization loss against V (AHCL's, gamma = 0)."""
-  u, mask = outputs['u'], batch['mask']
-  rows = jnp.clip(batch['index'], 0)
-  s0 = similarity.label_similarity(batch['label'], state['labels'])
-  sim = similarity.soft_similarity(s0, state['r'])
-  loss, parts = pairwise.asymmetric_loss(
-      u, state['V'], sim, state['V'][rows], mask, lam=hp.lam,
-      num_database=state['V'].shape[0])
+  loss, parts = ahcl.asymmetric_loss(outputs, batch, state, hp)
   return loss, dict(parts, r=state['r'])

@@ -27,15 +27,21 @@ from hashjax.methods._bank import (  # pylint: disable=unused-import
     update_state)
 
 
-def loss_fn(outputs, batch, state, hp):
-  """ADSH pair + quantization loss against V, plus gamma * CE (§1.5)."""
-  u, mask = outputs['u'], batch['mask']
+def asymmetric_loss(outputs, batch, state, hp):
+  """ADSH's pair + quantization loss of u against V (§1.5), with the soft
+  similarity of the sampled block: (loss, its parts)."""
   rows = jnp.clip(batch['index'], 0)
   s0 = similarity.label_similarity(batch['label'], state['labels'])
   sim = similarity.soft_similarity(s0, state['r'])
-  lp, parts = pairwise.asymmetric_loss(
-      u, state['V'], sim, state['V'][rows], mask, lam=hp.lam,
-      num_database=state['V'].shape[0])
+  return pairwise.asymmetric_loss(
+      outputs['u'], state['V'], sim, state['V'][rows], batch['mask'],
+      lam=hp.lam, num_database=state['V'].shape[0])
+
+
+def loss_fn(outputs, batch, state, hp):
+  """ADSH pair + quantization loss against V, plus gamma * CE (§1.5)."""
+  mask = batch['mask']
+  lp, parts = asymmetric_loss(outputs, batch, state, hp)
   ce = pairwise.classification_loss(outputs['logits'], batch['label'], mask,
                                     multi_label=hp.multi_label)
   loss = lp + hp.gamma * ce
