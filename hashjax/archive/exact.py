@@ -95,8 +95,8 @@ def within(idx, q_packed, radius, algorithm='auto'):
   if radius < 0 or radius > idx.bits:
     raise ValueError(f'radius must be 0..{idx.bits}; got {radius}.')
   q = np.ascontiguousarray(q_packed, np.uint32)
-  ps = parts(idx) if algorithm != 'flat' else None
-  if algorithm == 'mih' or (algorithm == 'auto' and
-                            radius < 2 * ps[0][1].m and len(idx) >= 100_000):
-    return mih.radius(q, ps, radius, idx.bits)
+  # Tables are loaded (or, for a single file, built) only where MIH may run.
+  if algorithm == 'mih' or (algorithm == 'auto' and len(idx) >= 100_000 and
+                            radius < 2 * parts(idx)[0][1].m):
+    return mih.radius(q, parts(idx), radius, idx.bits)
   return mih.radius_flat(q, idx.packed, radius, idx.bits)
