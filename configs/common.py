@@ -53,6 +53,8 @@ def data_config(name='rsscn7_64'):
                           # multi-band array (so2sat/all 'sentinel2:2,1,0').
       protocol='default', # see hashjax/data/protocols.py.
       skip_bad_images=False,  # True: skip unreadable images, count them.
+      nomenclature='default', # default | original | bigearthnet19 (labels
+                              # mapped by name; hashjax/data/nomenclatures.py)
   ))
 
 

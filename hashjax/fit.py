@@ -46,6 +46,10 @@ def _run(config, workdir):
   if image_set.skipped:
     print(f'Skipped {len(image_set.skipped)} unreadable image(s) '
           '(data.skip_bad_images=True); listed in results.json.', flush=True)
+  if image_set.unlabelled:
+    print(f'Left out {len(image_set.unlabelled)} image(s) with no label in '
+          f'the {config.data.nomenclature} nomenclature; listed in '
+          'results.json.', flush=True)
   t0 = time.time()
   features, cached = features_lib.cached_features(config, image_set, mesh,
                                                   workdir)
@@ -69,7 +73,8 @@ def _run(config, workdir):
       fit_seconds=round(t_fit, 1), eval_seconds=round(t_eval, 1),
       wall_seconds=round(time.time() - t_start, 1),
       environment=workdir_lib.environment(),
-      skipped_images=image_set.skipped, diagnostics=diagnostics,
+      skipped_images=image_set.skipped,
+      unlabelled_images=image_set.unlabelled, diagnostics=diagnostics,
       metrics=metrics)
   if evaluator.write_results(config, workdir, results):
     r = f'map@R (R={metrics["R"]}) {metrics["map@R"]:.4f} ' if (

@@ -198,6 +198,10 @@ def _run(config, workdir, trace):
   if image_set.skipped:
     print(f'Skipped {len(image_set.skipped)} unreadable image(s) '
           '(data.skip_bad_images=True); listed in results.json.')
+  if image_set.unlabelled:
+    print(f'Left out {len(image_set.unlabelled)} image(s) with no label in '
+          f'the {config.data.nomenclature} nomenclature; listed in '
+          'results.json.', flush=True)
 
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   resuming = mngr.latest_step() is not None
@@ -329,7 +333,8 @@ def _run(config, workdir, trace):
       wall_seconds=round(time.time() - t_start, 1),
       resumed_from_step=step_at_start or None,
       environment=workdir_lib.environment(),
-      skipped_images=image_set.skipped, metrics=metrics)
+      skipped_images=image_set.skipped,
+      unlabelled_images=image_set.unlabelled, metrics=metrics)
   writer.write_scalars(int(state.step), {
       f'eval/{k}': v for k, v in metrics.items() if isinstance(v, float)})
   writer.flush()

@@ -346,3 +346,75 @@ def test_multi_label_mosaics_and_lists(tmp_path):
   listed = sources.for_archive(a)
   assert listed.names[0].endswith('a/images/m0000.jpg')
   np.testing.assert_array_equal(listed.labels, sources.from_list(a).labels)
+
+
+def test_bigearthnet_19_class_nomenclature(tmp_path, small_rsscn7):
+  """A TFDS dataset with BigEarthNet's 43 CORINE labels (a `labels`
+  sequence, alphabetical as in TFDS's bigearthnet) read as 19 classes:
+  merged by name, dropped classes removed, a patch left with no label
+  listed and left out; `original` keeps the 43."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from hashjax.data import nomenclatures  # pylint: disable=g-import-not-at-top
+  names43 = sorted(nomenclatures.BIGEARTHNET43)   # TFDS's order
+  assert len(names43) == 43
+  files = sorted(small_rsscn7.glob('*/*.jpg'))[:5]
+  patch_labels = [
+      ['Continuous urban fabric', 'Discontinuous urban fabric'],  # -> 1
+      ['Sea and ocean', 'Estuaries', 'Rice fields'],   # marine + arable
+      ['Airports', 'Road and rail networks and associated land'],  # none
+      ['Peatbogs', 'Burnt areas'],                     # inland wetlands
+      ['Transitional woodland/shrub', 'Sclerophyllous vegetation']]
+
+  class HashjaxToyBen(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(encoding_format='jpeg'),
+          'labels': tfds.features.Sequence(
+              tfds.features.ClassLabel(names=names43)),
+          'filename': tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      return {'train': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i, (f, labels) in enumerate(zip(files, patch_labels)):
+        yield i, {'image': str(f), 'labels': labels, 'filename': f'p{i}'}
+
+  data_dir = tmp_path / 'tfds'
+  HashjaxToyBen(data_dir=str(data_dir)).download_and_prepare()
+  c = common.data_config('hashjax_toy_ben')
+  c.update(data_dir=str(data_dir), cache_dir=str(tmp_path / 'cache'))
+  original = sources.load(c)         # not bigearthnet: its own 43 labels
+  assert len(original) == 5 and original.class_names == names43
+  c.nomenclature = 'bigearthnet19'
+  s = sources.load(c)
+  assert len(s.class_names) == 19 and s.class_names[0] == 'Urban fabric'
+  by_file = {n.split('_')[-1].split('.')[0]: s.labels[i]
+             for i, n in enumerate(s.names)}
+  named = {k: sorted(s.class_names[j] for j in np.flatnonzero(v))
+           for k, v in by_file.items()}
+  assert named == {
+      'p0': ['Urban fabric'],
+      'p1': ['Arable land', 'Marine waters'],
+      'p3': ['Inland wetlands'],
+      'p4': ['Moors, heathland and sclerophyllous vegetation',
+             'Transitional woodland, shrub']}
+  assert len(s.unlabelled) == 1 and s.unlabelled[0]['file'].endswith(
+      '_p2.jpg') and s.unlabelled[0]['labels'] == [
+          'Airports', 'Road and rail networks and associated land']
+  # `default` is 19 classes for TFDS bigearthnet (any config/version).
+  for name in ('bigearthnet', 'bigearthnet/rgb', 'bigearthnet/all:1.0.0'):
+    assert nomenclatures.resolve(name).name == 'bigearthnet19'
+  assert nomenclatures.resolve('bigearthnet', 'original') is None
+  assert nomenclatures.resolve('uc_merced') is None
+  with pytest.raises(ValueError, match='Unknown data.nomenclature'):
+    nomenclatures.resolve('bigearthnet', 'bigearthnet_19')
+  # A dataset without the CORINE names: a clear error.
+  c2 = ml_collections.ConfigDict(common.data_config('rsscn7_64'))
+  c2.nomenclature = 'bigearthnet19'
+  with pytest.raises(ValueError, match='nomenclature=original'):
+    sources.load(c2)

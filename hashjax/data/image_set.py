@@ -25,12 +25,16 @@ class ImageSet:
     class_names: C names.
     skipped: files left out because they could not be decoded (only with
       `skip_bad_images`); reported in the run summary.
+    unlabelled: images left out because none of their labels exists in
+      the chosen nomenclature (data/nomenclatures.py); each a dict with
+      the file and its original labels.
   """
   paths: np.ndarray
   names: list
   labels: np.ndarray
   class_names: list
   skipped: list = dataclasses.field(default_factory=list)
+  unlabelled: list = dataclasses.field(default_factory=list)
 
   def __len__(self):
     return len(self.paths)

@@ -12,6 +12,7 @@ import numpy as np
 
 from hashjax.data import image_set as image_set_lib
 from hashjax.data import mosaic
+from hashjax.data import nomenclatures
 from hashjax.data import tfds_export
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.tif', '.tiff')
@@ -200,7 +201,21 @@ def _images(folder):
 
 
 def load(data_config):
-  """The ImageSet named by a config's `data` block."""
+  """The ImageSet named by a config's `data` block, in its nomenclature."""
+  nomenclature = nomenclatures.resolve(
+      data_config.name, data_config.get('nomenclature', 'default'))
+  image_set = _load(data_config)
+  if nomenclature is None:
+    return image_set
+  image_set = nomenclatures.apply(image_set, nomenclature)
+  if not len(image_set):
+    raise ValueError(
+        f'No image of {data_config.name!r} has a label in the '
+        f'{nomenclature.name} nomenclature.')
+  return image_set
+
+
+def _load(data_config):
   c = data_config
   if c.name in BUNDLED:
     return from_folder(BUNDLED[c.name], c.skip_bad_images)
