@@ -2,7 +2,7 @@
 
   python bench/eval_ranking.py [--queries=10000] [--sort-queries=1000]
       [--sizes=10000,100000,1000000] [--labels=single,multi]
-      [--paths=sort,count,jax] [--jax-max-size=10000]
+      [--paths=sort,count,numba,jax] [--jax-max-size=10000]
 
 Random 64-bit codes; single-label data has 10 classes (one-hot), multi-label
 data 20 labels with about 3 per item (one random label plus each other
@@ -14,9 +14,12 @@ Paths:
   sort:  ranking._reference_metrics, the original implementation (float
          matmul distances, relevance matmul, stable argsort of every
          chunk, one thread).
-  count: ranking.retrieval_metrics(method='count'): popcount distances,
-         class / packed-label relevance, per-query radix argsort, 2
-         threads (the default on this machine).
+  count: ranking.retrieval_metrics(method='count', backend='numpy'):
+         popcount distances, class / packed-label relevance, per-query
+         radix argsort, 2 threads (the default on this machine).
+  numba: the same with backend='numba' (the default when numba is
+         installed): the argsort, gather and search replaced by one
+         compiled counting pass (ranking_numba); compiled before timing.
   jax:   retrieval_metrics(backend='jax') on whatever JAX device there is
          (CPU here; only up to --jax-max-size items, XLA's CPU sort is
          slow).
@@ -99,9 +102,11 @@ def child(a):
     run = lambda n: ranking._reference_metrics(  # pylint: disable=protected-access
         q[:n], db, q_l[:n], db_l, **kwargs)
   else:
-    backend = 'jax' if a.path == 'jax' else 'numpy'
+    backend = {'count': 'numpy'}.get(a.path, a.path)
     run = lambda n: ranking.retrieval_metrics(
         q[:n], db, q_l[:n], db_l, method='count', backend=backend, **kwargs)
+    if a.path == 'numba':
+      run(1)   # compiles (or loads numba's cache) before the timed run
   reset = _reset_peak_rss()
   base = _rss_mib()
   t0 = time.perf_counter()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hashjax.evaluation import ranking
+from hashjax.evaluation import ranking_numba
 
 
 def _reference(q_codes, db_codes, q_labels, db_labels, topk, precision_at):
@@ -303,9 +304,16 @@ def _old_keys(metrics):
           if k.startswith(('map@', 'p@', 'num_', 'bits', 'pr_radius'))}
 
 
-@pytest.fixture(params=['vectorised', 'per_query'])
+@pytest.fixture(params=['vectorised', 'per_query', 'numba'])
 def count_path(request, monkeypatch):
-  """Runs a test through both implementations of method='count'."""
+  """Runs a test through the three kernels of method='count': NumPy's
+  vectorised chunks and per-query argsort (backend numpy), and the
+  compiled counting pass (numba, the default when installed)."""
+  if request.param == 'numba':
+    if not ranking_numba.AVAILABLE:
+      pytest.skip('numba is not installed (the `fast` extra)')
+    return request.param
+  monkeypatch.setattr(ranking_numba, 'place_relevant', None)
   if request.param == 'per_query':
     monkeypatch.setattr(ranking, 'PER_QUERY_MIN_DATABASE', 1)
   return request.param
@@ -478,9 +486,15 @@ def test_bad_options(change, message):
                               np.ones((2, 2)), np.ones((3, 2)), **change)
 
 
-def test_edge_cases_through_the_per_query_path(monkeypatch):
+@pytest.mark.parametrize('kernel', ['numpy', 'numba'])
+def test_edge_cases_through_the_per_query_path(kernel, monkeypatch):
   # The hand-computed cases above, through method='count''s per-query
-  # implementation (used from 2**15 items or with multi-hot labels).
+  # implementations (NumPy's from 2**15 items or with multi-hot labels,
+  # and the compiled one).
+  if kernel == 'numba' and not ranking_numba.AVAILABLE:
+    pytest.skip('numba is not installed (the `fast` extra)')
+  if kernel == 'numpy':
+    monkeypatch.setattr(ranking_numba, 'place_relevant', None)
   monkeypatch.setattr(ranking, 'PER_QUERY_MIN_DATABASE', 1)
   test_hand_computed_tie_rule()
   test_tie_rule_other_order()

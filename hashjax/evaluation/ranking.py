@@ -96,6 +96,7 @@ from typing import Any
 import numpy as np
 
 from hashjax import codes as codes_lib
+from hashjax.evaluation import ranking_numba
 
 
 def relevance(q_labels: Any, db_labels: Any) -> np.ndarray:
@@ -769,7 +770,8 @@ def _keep_freed_memory() -> None:
 
 
 def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
-                        cuts: np.ndarray, out: dict[str, Any]) -> None:
+                        cuts: np.ndarray, out: dict[str, Any],
+                        place: Any = None) -> None:
   """`_chunk_scores` for method='count': one query at a time.
 
   Per query the work is one popcount pass, one radix argsort of the
@@ -780,6 +782,10 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
   The AP sums are running sums (`np.cumsum`) over the same terms, in the
   same order, as the sequential `np.bincount` of `_ap_from_terms`, so the
   results are bit-identical to method='sort'.
+
+  `place` (`ranking_numba.place_relevant`, backend 'numba') replaces the
+  argsort, gather, nonzero and bisection by one compiled counting pass
+  that yields the same positions and counts.
   """
   num_db, bits = prep.num_db, prep.bits
   num_radii = bits + 1
@@ -794,25 +800,35 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
   top = max(kks, default=0)
   discount = 1.0 / np.log2(np.arange(top) + 2.0)
   steps = max(1, int(num_db).bit_length())
+  if place is not None:
+    pos_buf = np.empty(num_db, np.int64)
+    gain_buf = np.empty(num_db, prep.relevance_dtype)
+    per_distance = np.empty(num_radii, np.int64)
   for q in range(rows.start, rows.stop):
     prep.query_distances_and_relevance(q, dist, rel, buf, count)
-    order = np.argsort(dist, kind='stable')
-    # mode='clip' (the indices are in range): with the default 'raise',
-    # take buffers `out` through a copy.
-    np.take(rel, order, out=ranked, mode='clip')
-    # NumPy's nonzero is several times faster on bool than on uint8 gains.
-    pos = np.flatnonzero(ranked if prep.one_hot else ranked != 0)
-    num_rel = pos.size
-    # Items within radius r = first ranked position with distance > r,
-    # by a binary search over the bits + 1 radii at once.
-    lo = np.zeros(num_radii, np.int64)
-    hi = np.full(num_radii, num_db, np.int64)
-    for _ in range(steps + 1):
-      mid = (lo + hi) >> 1
-      right = dist[order[np.minimum(mid, num_db - 1)]] <= radii
-      active = lo < hi
-      lo = np.where(active & right, mid + 1, lo)
-      hi = np.where(active & ~right, mid, hi)
+    if place is not None:
+      num_rel = place(dist, rel, per_distance, pos_buf, gain_buf)
+      pos, ranked_gain = pos_buf[:num_rel], gain_buf[:num_rel]
+      lo = np.cumsum(per_distance)   # items within radius r
+    else:
+      order = np.argsort(dist, kind='stable')
+      # mode='clip' (the indices are in range): with the default 'raise',
+      # take buffers `out` through a copy.
+      np.take(rel, order, out=ranked, mode='clip')
+      # NumPy's nonzero is several times faster on bool than on uint8.
+      pos = np.flatnonzero(ranked if prep.one_hot else ranked != 0)
+      num_rel = pos.size
+      ranked_gain = None if prep.one_hot else ranked[pos]
+      # Items within radius r = first ranked position with distance > r,
+      # by a binary search over the bits + 1 radii at once.
+      lo = np.zeros(num_radii, np.int64)
+      hi = np.full(num_radii, num_db, np.int64)
+      for _ in range(steps + 1):
+        mid = (lo + hi) >> 1
+        right = dist[order[np.minimum(mid, num_db - 1)]] <= radii
+        active = lo < hi
+        lo = np.where(active & right, mid + 1, lo)
+        hi = np.where(active & ~right, mid, hi)
     out['retrieved'][q] = lo
     out['relevant_retrieved'][q] = np.searchsorted(pos, lo)
     out['num_relevant'][q] = num_rel
@@ -842,7 +858,7 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
       out['wap_all'][q] = out['ap_all'][q]
       wap_sum = ap_sum
     else:
-      gain = ranked[pos]
+      gain = ranked_gain
       acg = np.cumsum(gain, dtype=np.int64) / position
       # wAP is not tied to an older implementation's summation order: a
       # pairwise sum (fast, accurate) for the total, running sums only
@@ -952,9 +968,11 @@ def retrieval_metrics(q_codes: Any,
       label AND, radius counts by bisection of the ranking, query chunks
       on `num_threads` threads; ``'sort'``: the original float-matmul and
       histogram path. Both give bit-identical results.
-    backend: ``'numpy'``, ``'jax'`` (see `ranking_jax`; same numbers, up
-      to float summation order) or ``'auto'``: jax when JAX is imported
-      and its default backend is an accelerator, else numpy.
+    backend: ``'numpy'``, ``'numba'`` (method 'count' with the compiled
+      counting pass of `ranking_numba`; bit-identical), ``'jax'`` (see
+      `ranking_jax`; same numbers, up to float summation order) or
+      ``'auto'``: jax when JAX is imported and its default backend is an
+      accelerator, else numba when it is installed, else numpy.
     num_threads: threads over query chunks (NumPy releases the GIL in the
       heavy loops); None: ``min(2, cpu_count)`` for ``'count'``, 1 for
       ``'sort'``.
@@ -986,9 +1004,12 @@ def retrieval_metrics(q_codes: Any,
   """
   if method not in ('count', 'sort'):
     raise ValueError(f"method must be 'count' or 'sort', got {method!r}.")
-  if backend not in ('auto', 'numpy', 'jax'):
-    raise ValueError(
-        f"backend must be 'auto', 'numpy' or 'jax', got {backend!r}.")
+  if backend not in ('auto', 'numpy', 'numba', 'jax'):
+    raise ValueError(f"backend must be 'auto', 'numpy', 'numba' or 'jax', "
+                     f"got {backend!r}.")
+  if backend == 'numba' and not ranking_numba.AVAILABLE:
+    raise ValueError("backend='numba' needs numba: pip install numba (the "
+                     "`fast` extra), or use backend='numpy'.")
   # The count path packs the codes to bits and needs no float32 copy
   # (4 bytes per code bit, e.g. 256 MB for 10^6 64-bit codes).
   q_codes, db_codes, q_labels, db_labels = _validated(
@@ -1031,9 +1052,13 @@ def retrieval_metrics(q_codes: Any,
     prep = _Prepared(q_codes, db_codes, q_labels, db_labels, method)
     chunks = [slice(s, min(s + chunk_size, num_queries))
               for s in range(0, num_queries, chunk_size)]
-    if method == 'count' and (num_db >= PER_QUERY_MIN_DATABASE or
-                              not prep.one_hot):
-      run = lambda rows: _count_chunk_scores(prep, rows, topk, cuts, out)
+    place = None
+    if method == 'count' and backend in ('auto', 'numba'):
+      place = ranking_numba.place_relevant   # None without numba
+    if place is not None or (method == 'count' and (
+        num_db >= PER_QUERY_MIN_DATABASE or not prep.one_hot)):
+      run = lambda rows: _count_chunk_scores(prep, rows, topk, cuts, out,
+                                             place)
     else:
       run = lambda rows: _chunk_scores(prep, rows, topk, cuts, out)
     if num_threads == 1 or len(chunks) == 1:
