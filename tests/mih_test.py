@@ -7,6 +7,16 @@ import pytest
 
 from hashjax.archive import index
 from hashjax.archive import mih
+from hashjax.archive import mih_numba
+
+
+@pytest.fixture(params=['numpy', 'numba'])
+def kernel(request, monkeypatch):
+  """Runs a test through both MIH loops: NumPy's and the compiled one."""
+  if request.param == 'numba' and not mih_numba.AVAILABLE:
+    pytest.skip('numba is not installed (the `fast` extra)')
+  monkeypatch.setattr(mih, '_COMPILED', request.param == 'numba')
+  return request.param
 
 
 def reference(q, db, k):
@@ -64,7 +74,8 @@ def test_layout_and_m():
 @pytest.mark.parametrize('n, bits, clusters', [
     (3000, 64, 0), (3000, 64, 3), (2000, 128, 20), (2500, 48, 0),
     (2500, 40, 5), (1500, 32, 0)])
-def test_knn_matches_stable_sort(n, bits, clusters):
+def test_knn_matches_stable_sort(n, bits, clusters, kernel):
+  del kernel
   rng = np.random.default_rng(n + bits + clusters)
   db = codes(n, bits, clusters, rng)
   q = queries(db, bits, rng)
@@ -78,7 +89,8 @@ def test_knn_matches_stable_sort(n, bits, clusters):
       np.testing.assert_array_equal(i, want_i)
 
 
-def test_shards_of_one_code_and_mixed_layouts():
+def test_shards_of_one_code_and_mixed_layouts(kernel):
+  del kernel
   rng = np.random.default_rng(1)
   db = codes(600, 64, 2, rng)
   q = queries(db, 64, rng, 4)
@@ -92,8 +104,10 @@ def test_shards_of_one_code_and_mixed_layouts():
     mih.search(q, mixed, 5, 64)
 
 
-def test_budget_gives_up_and_auto_stays_exact(monkeypatch):
-  monkeypatch.setattr(mih, 'STEP_WORK', 0)     # count probes and rows only
+def test_budget_gives_up_and_auto_stays_exact(monkeypatch, kernel):
+  del kernel
+  for name in ('STEP_WORK', 'STEP_WORK_COMPILED'):
+    monkeypatch.setattr(mih, name, 0)     # count probes and rows only
   rng = np.random.default_rng(2)
   n, bits = 4000, 64
   db = codes(n, bits, 0, rng)
@@ -120,7 +134,8 @@ def test_budget_gives_up_and_auto_stays_exact(monkeypatch):
   assert mih.choose(4000, 64, 10) == 'flat'
   assert mih.choose(10**7, 64, 100) == 'mih'
   assert mih.choose(10**7, 64, 10**6) == 'flat'
-  monkeypatch.setattr(mih, 'STEP_WORK', 512)
+  for name in ('STEP_WORK', 'STEP_WORK_COMPILED'):
+    monkeypatch.setattr(mih, name, 512)
   _, _, gave_up = mih.search(q, parts, 1, bits, max_candidates=500)
   assert gave_up.all()                                  # one step is 512
 

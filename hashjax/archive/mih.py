@@ -49,6 +49,8 @@ import struct
 
 import numpy as np
 
+from hashjax.archive import mih_numba
+
 MAGIC = b'HASHJAXM'
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct('<8sIQ')   # magic, version, header length
@@ -64,6 +66,12 @@ COST_RATIO = 60
 # Work units charged per table probe step (a substring at a radius, in a
 # part): the fixed cost of its ~20 numpy calls (~30 us) in the same units.
 STEP_WORK = 512
+# With numba (mih_numba, the `fast` extra) a whole query runs compiled: a
+# probe step has no fixed cost beyond its probes, and a probed bucket or a
+# verified row costs about COST_RATIO_COMPILED flat-scan code visits
+# (bench/archive.py's cost ratio column with numba installed).
+_COMPILED = True
+STEP_WORK_COMPILED = 0
 
 
 class BadTablesError(ValueError):
@@ -395,6 +403,27 @@ def _query_keys(q, tables):
                   1).astype(np.int64)
 
 
+def _compiled_queries(q, parts):
+  """uint32 [Q, W] queries -> [Q, W'] in the parts' word layout."""
+  if parts[0].words.dtype == np.uint64:
+    return np.ascontiguousarray(q).view(np.uint64)
+  return q
+
+
+def _compiled_parts(parts):
+  """The arrays of `parts` as mih_numba.knn takes them: typed lists of the
+  tables (part-major) and of the codes [N_p, W], and the row offsets."""
+  from numba import typed  # pylint: disable=g-import-not-at-top
+  m = parts[0].tables.m
+  offsets = typed.List([np.asarray(p.tables.offsets[j]) for p in parts
+                        for j in range(m)])
+  rows = typed.List([np.asarray(p.tables.rows[j]) for p in parts
+                     for j in range(m)])
+  words = typed.List([np.ascontiguousarray(
+      p.words if p.words.ndim == 2 else p.words[:, None]) for p in parts])
+  return offsets, rows, words, np.array([p.offset for p in parts], np.int64)
+
+
 def _knn_one(q, keys, parts, k, total, budget):
   """(best k keys (distance * total + global row) ascending, or None when
   the work passed `budget`; the work: buckets probed + rows verified +
@@ -460,12 +489,22 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
   idx = np.full((len(q), k), -1, np.int64)
   gave_up = np.zeros(len(q), bool)
   seen = np.zeros(len(q), np.int64)
-  for i in range(len(q)):
-    best, seen[i] = _knn_one(q[i], keys[i], parts, k, total, budget)
-    if best is None:
-      gave_up[i] = True
-    else:
-      dist[i], idx[i] = best // total, best % total
+  if mih_numba.AVAILABLE and _COMPILED:
+    best = np.empty((len(q), k), np.int64)
+    mih_numba.knn(
+        _compiled_queries(q, parts), keys,
+        np.asarray(parts[0].tables.lengths, np.int64),
+        *_compiled_parts(parts), total, k, float(budget), STEP_WORK_COMPILED,
+        best, seen, gave_up)
+    ok = ~gave_up
+    dist[ok], idx[ok] = best[ok] // total, best[ok] % total
+  else:
+    for i in range(len(q)):
+      best, seen[i] = _knn_one(q[i], keys[i], parts, k, total, budget)
+      if best is None:
+        gave_up[i] = True
+      else:
+        dist[i], idx[i] = best // total, best % total
   if stats is not None:
     stats['candidates'] = seen
   return dist, idx, gave_up
