@@ -191,7 +191,8 @@ def main():
           f'{r["cand"]:,.0f} | {r["ratio"]:.0f} |')
   print('\n(mih work: buckets probed + rows verified per query; cost ratio: '
         'MIH seconds per unit of work over flat seconds per code per query, '
-        'mih.COST_RATIO = %d.)' % mih.COST_RATIO)
+        'mih.unit_cost() = %d, %s loop.)' % (
+            mih.unit_cost(), 'compiled' if mih.compiled() else 'NumPy'))
   if radius_rows:
     print('\n| codes | bits | N | r | found/query | flat (numpy) q/s | mih '
           'q/s | faiss q/s | faiss-mh q/s | mih/flat |')

@@ -72,6 +72,18 @@ STEP_WORK = 512
 # (bench/archive.py's cost ratio column with numba installed).
 _COMPILED = True
 STEP_WORK_COMPILED = 0
+COST_RATIO_COMPILED = 20   # measured 10-40 at 10^7 x 64 bits (random 10-11)
+
+
+def compiled():
+  """Whether `search` runs the compiled loop (numba is installed)."""
+  return mih_numba.AVAILABLE and _COMPILED
+
+
+def unit_cost():
+  """The cost ratio of the loop `search` runs (COST_RATIO or
+  COST_RATIO_COMPILED)."""
+  return COST_RATIO_COMPILED if compiled() else COST_RATIO
 
 
 class BadTablesError(ValueError):
@@ -489,7 +501,7 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
   idx = np.full((len(q), k), -1, np.int64)
   gave_up = np.zeros(len(q), bool)
   seen = np.zeros(len(q), np.int64)
-  if mih_numba.AVAILABLE and _COMPILED:
+  if compiled():
     best = np.empty((len(q), k), np.int64)
     mih_numba.knn(
         _compiled_queries(q, parts), keys,
@@ -537,12 +549,12 @@ def choose(n, bits, k):
   cell, random or clustered, 64 or 128 bits) or when k alone would use
   the candidate budget of search_auto."""
   del bits
-  if n < 2_000_000 or k * COST_RATIO > n:
+  if n < 2_000_000 or k * unit_cost() > n:
     return 'flat'
   return 'mih'
 
 
-def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
+def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
                 batch=16, flat_fn=None, flat_seconds=None, **flat_kwargs):
   """Exact k nearest neighbours by MIH or the flat scan, whichever is
   faster here, measured.
@@ -568,6 +580,7 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=COST_RATIO,
     (dist [Q, k] int32, idx [Q, k] int64), as topk.search.
   """
   import time  # pylint: disable=g-import-not-at-top
+  cost_ratio = unit_cost() if cost_ratio is None else cost_ratio
   total = sum(p[0].shape[0] for p in parts)
   q = np.ascontiguousarray(q_packed, np.uint32)
   k = int(min(k, total))

@@ -68,9 +68,26 @@ if AVAILABLE:
     return count + 1 if count < k else k
 
   @numba.njit(nogil=True, cache=True)
+  def _verify(cand, num, words, q, base, total, k, best, count, dist_buf):
+    """Distances of rows cand[:num] (one tight gather loop, so the cache
+    misses overlap), then the k-best merge; returns the new count."""
+    for i in range(num):
+      dist_buf[i] = _distance(words, cand[i], q)
+    for i in range(num):
+      key = dist_buf[i] * total + base + cand[i]
+      if count < k or key < best[count - 1]:
+        count = _insert(best, count, k, key)
+    return count
+
+  @numba.njit(nogil=True, cache=True)
   def knn(q_words, q_keys, lengths, offsets, rows, words, part_offsets,
           total, k, budget, step_work, best_out, work_out, gave_up_out):
     """k nearest of each query over all parts (see `mih._knn_one`).
+
+    Each probe step (radius s, substring j, part) runs in chunks of up to
+    `chunk` masks in phases, each a tight loop so that the random reads of
+    a phase overlap: the chunk's bucket bounds, then its rows, then their
+    codes' distances, then the merge into the k best.
 
     Args:
       q_words: [Q, W] the queries in the parts' word layout.
@@ -87,12 +104,19 @@ if AVAILABLE:
       work_out: [Q] int64: the work per query.
       gave_up_out: [Q] bool.
     """
+    chunk = 512
+    cand_cap = 4096
     num_q = q_words.shape[0]
     m = lengths.shape[0]
     num_parts = len(words)
     max_len = 0
     for j in range(m):
       max_len = max(max_len, lengths[j])
+    masks = np.empty(chunk, np.int64)
+    first = np.empty(chunk, np.int64)
+    last = np.empty(chunk, np.int64)
+    cand = np.empty(cand_cap, np.int64)
+    dist_buf = np.empty(cand_cap, np.int64)
     for i in range(num_q):
       best = best_out[i]
       q = q_words[i]
@@ -103,49 +127,55 @@ if AVAILABLE:
       for s in range(max_len + 1):
         for j in range(m):
           length = lengths[j]
-          if s <= length:
-            work += step_work * num_parts
+          if s > length:
+            continue
+          work += step_work * num_parts
+          if work > budget:
+            gave_up = True
+            break
+          limit = np.int64(1) << length
+          key_j = q_keys[i, j]
+          mask = (np.int64(1) << s) - 1     # masks of weight s, ascending
+          while mask < limit and not gave_up:
+            n_masks = 0
+            while mask < limit and n_masks < chunk:
+              masks[n_masks] = key_j ^ mask
+              n_masks += 1
+              if s == 0:
+                mask = limit
+              else:   # Gosper's hack: the next larger value with s bits.
+                low = mask & -mask
+                ripple = mask + low
+                mask = (((ripple ^ mask) >> 2) // low) | ripple
+            for p in range(num_parts):
+              off = offsets[p * m + j]
+              for t in range(n_masks):
+                first[t] = off[masks[t]]
+                last[t] = off[masks[t] + 1]
+              r = rows[p * m + j]
+              base = part_offsets[p]
+              num = 0
+              work += n_masks
+              for t in range(n_masks):
+                size = last[t] - first[t]
+                work += size
+                for u in range(first[t], last[t]):
+                  if num == cand_cap:
+                    count = _verify(cand, num, words[p], q, base, total, k,
+                                    best, count, dist_buf)
+                    num = 0
+                  cand[num] = r[u]
+                  num += 1
+              count = _verify(cand, num, words[p], q, base, total, k, best,
+                              count, dist_buf)
             if work > budget:
               gave_up = True
-              done = True
-              break
-            # Every length-bit mask of weight s, in increasing order.
-            mask = (np.int64(1) << s) - 1
-            limit = np.int64(1) << length
-            key_j = q_keys[i, j]
-            while mask < limit:
-              key = key_j ^ mask
-              for p in range(num_parts):
-                off = offsets[p * m + j]
-                first = off[key]
-                last = off[key + 1]
-                work += 1 + (last - first)
-                if last > first:
-                  r = rows[p * m + j]
-                  base = part_offsets[p]
-                  part_words = words[p]
-                  for t in range(first, last):
-                    row = r[t]
-                    d = _distance(part_words, row, q)
-                    cand = d * total + base + row
-                    if count < k or cand < best[count - 1]:
-                      count = _insert(best, count, k, cand)
-              if work > budget:
-                gave_up = True
-                break
-              if s == 0:
-                break
-              # Gosper's hack: the next larger value with s bits set.
-              low = mask & -mask
-              ripple = mask + low
-              mask = (((ripple ^ mask) >> 2) // low) | ripple
-            if gave_up:
-              done = True
-              break
+          if gave_up:
+            break
           if count == k and best[k - 1] // total <= m * s + j:
             done = True
             break
-        if done:
+        if done or gave_up:
           break
       work_out[i] = work
       gave_up_out[i] = gave_up
