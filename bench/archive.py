@@ -10,9 +10,10 @@ bits, N, k): queries/s of
            array (each search copies it to the device);
   mih      hashjax mih.search, no candidate budget;
   auto     hashjax exact.nearest_codes(..., 'auto'), what the search
-           command runs: the flat scan below 2e6 codes, else MIH and the
-           flat scan as measured (mih.search_auto, the flat scan timed on
-           a sample), compiled before timing;
+           command runs: the flat scan below 2e6 codes, else MIH on a
+           first batch and the rest by whichever costs less
+           (mih.search_auto; the flat scan's cost estimated from MIH's
+           speed and mih.unit_cost()), compiled before timing;
   faiss    IndexBinaryFlat (all cores);
   faiss-mh IndexBinaryMultiHash(nhash = m, b = bits // m, nflip), not
            exact: its recall@k against the exact top k is reported;

@@ -116,14 +116,15 @@ def test_tables_files_checked_and_rebuilt(sharded, tmp_path):
       for e in shards.read_manifest(copy)['shards']]
 
 
-def test_auto_with_the_flat_scan_timed_on_a_sample(sharded, monkeypatch):
-  """auto on an index big enough to time the flat scan on a sample of it
-  (here: a sample of 512 codes, choose() bypassed): the exact answer."""
+@pytest.mark.parametrize('ratio', [1e-3, 45, 1e6])
+def test_auto_with_the_flat_scan_estimated(sharded, monkeypatch, ratio):
+  """auto past choose() (bypassed), the flat scan's cost estimated from
+  MIH's speed: all MIH, a mix, or all flat (cost ratios), the exact
+  answer each time."""
   path, packed = sharded
-  monkeypatch.setattr(exact, 'SAMPLE', 512)
   monkeypatch.setattr(mih, 'choose', lambda *a: 'mih')
+  monkeypatch.setattr(mih, 'unit_cost', lambda: ratio)
   idx = shards.load(path)
-  assert exact.flat_seconds(idx.packed, 64, packed[:3], 10) > 0
   q = packed[np.arange(0, 5000, 97)]
   d, i = exact.nearest(idx, q, 10, 'auto')
   want_d, want_i = reference(q, packed, 10)

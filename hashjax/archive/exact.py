@@ -5,10 +5,12 @@ or by whichever suits (`auto`). All three give the same answer: ascending
 distance, ties by index.
 
 `auto` sends a small index, or a k that is a sizeable share of it, to the
-flat scan (mih.choose); otherwise it measures both on the first queries
-(MIH with a budget of about one flat scan per query; the queries that
-exhaust it, codes spread too evenly for substrings to prune, go to the
-flat scan) and sends the rest to whichever cost less (mih.search_auto).
+flat scan (mih.choose); otherwise it runs MIH on the first queries with a
+budget of about one flat scan per query (the queries that exhaust it,
+codes spread too evenly for substrings to prune, go to the flat scan),
+estimates the flat scan's cost from MIH's measured seconds per unit of
+work and mih.unit_cost(), and sends the rest to whichever costs less
+(mih.search_auto).
 """
 import numpy as np
 
@@ -65,34 +67,7 @@ def nearest_codes(packed, bits, get_parts, q_packed, k, algorithm='auto'):
     d, i = topk.search(qq, packed, k, bits, query_block=block)
     return d.astype(np.int32), i.astype(np.int64)
   return mih.search_auto(q, get_parts(), k, bits, flat_fn=flat,
-                         flat_seconds=flat_seconds(packed, bits, q, k, block))
-
-
-SAMPLE = 1 << 20
-
-
-def flat_seconds(packed, bits, q, k, block=16):
-  """The flat scan's seconds per query of `q` over all of `packed` in query
-  blocks of `block`, timed on SAMPLE of its codes (the scan's cost is
-  linear in the codes) for one block of the queries: a hundredth of a scan
-  at 10^8 codes. None when the codes are not much more than the sample."""
-  import time  # pylint: disable=g-import-not-at-top
-  n = packed.shape[0]
-  if n < 4 * SAMPLE:
-    return None
-  kk = min(k, SAMPLE)
-  topk.search(q[:block], np.asarray(packed[:SAMPLE]), kk, bits,
-              query_block=block)                                # compiles
-  # Timed on the next SAMPLE codes, which the compiling scan did not bring
-  # into the cache: a whole scan streams from memory, and the codes just
-  # scanned (8 MiB at 64 bits) would sit in the CPU's last-level cache and
-  # make the scan look about twice as fast as it is (measured at 10^7).
-  sample = np.asarray(packed[SAMPLE:2 * SAMPLE])
-  t0 = time.perf_counter()
-  topk.search(q[:block], sample, kk, bits, query_block=block)
-  # The queries go in whole blocks: the last one is padded.
-  padded = -(-len(q) // block) * block / max(len(q), 1)
-  return (time.perf_counter() - t0) / block * n / SAMPLE * padded
+                         estimate_flat=True)
 
 
 def within(idx, q_packed, radius, algorithm='auto'):

@@ -72,7 +72,7 @@ STEP_WORK = 512
 # (bench/archive.py's cost ratio column with numba installed).
 _COMPILED = True
 STEP_WORK_COMPILED = 0
-COST_RATIO_COMPILED = 20   # measured 10-40 at 10^7 x 64 bits (random 10-11)
+COST_RATIO_COMPILED = 45   # bench/archive.py at 10^7 x 64 bits: 26-54
 
 
 def compiled():
@@ -555,7 +555,8 @@ def choose(n, bits, k):
 
 
 def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
-                batch=16, flat_fn=None, flat_seconds=None, **flat_kwargs):
+                batch=16, flat_fn=None, flat_seconds=None,
+                estimate_flat=False, **flat_kwargs):
   """Exact k nearest neighbours by MIH or the flat scan, whichever is
   faster here, measured.
 
@@ -565,7 +566,8 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   batch of `batch` queries runs MIH with a budget of N / cost_ratio (about
   one flat scan): a query that exhausts it is set aside for the flat scan.
   The next batch, with those, runs the flat scan (its first query alone,
-  so a first compilation is not counted), unless `flat_seconds` is given.
+  so a first compilation is not counted), unless `flat_seconds` is given
+  or `estimate_flat` derives it from MIH's measured speed.
   The remaining queries then go, batch by batch, to MIH while it has cost
   less per query than the flat scan (MIH's cost including the flat scans
   of its queries that gave up), else all at once to the flat scan.
@@ -573,8 +575,11 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   Args:
     flat_fn: q_packed -> (dist, idx), the flat scan to use (default:
       `flat` over the parts, with flat_kwargs).
-    flat_seconds: the flat scan's seconds per query if known (e.g. timed
-      on a sample of the database): then no batch is spent measuring it.
+    flat_seconds: the flat scan's seconds per query if known: then no
+      batch is spent measuring it.
+    estimate_flat: without flat_seconds, estimate the flat scan's seconds
+      per query from MIH's own measured seconds per unit of work (a flat
+      scan costs N / cost_ratio units) instead of spending a batch on it.
 
   Returns:
     (dist [Q, k] int32, idx [Q, k] int64), as topk.search.
@@ -593,11 +598,15 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   pending = np.zeros(len(q), bool)     # gave up in MIH: flat scan later
   spent = {'mih': [0.0, 0], 'flat': [0.0, 0]}   # seconds, queries
   gave_up = 0                          # MIH queries that exhausted the budget
+  mih_work = [0]                       # MIH's units of work so far
 
   def per_query(way):
     s, n = spent[way]
-    if way == 'flat' and flat_seconds is not None and not n:
-      return flat_seconds
+    if way == 'flat' and not n:
+      if flat_seconds is not None:
+        return flat_seconds
+      if estimate_flat and mih_work[0]:
+        return spent['mih'][0] / mih_work[0] * total / cost_ratio
     return s / n if n else None
 
   def run_flat(rows):
@@ -618,9 +627,11 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
       way = 'mih' if t_mih is None else 'flat'
     if way == 'mih':
       t0 = time.perf_counter()
+      stats = {}
       d, i, g = search(q[rows], parts, k, bits,
-                       max_candidates=total / cost_ratio)
+                       max_candidates=total / cost_ratio, stats=stats)
       spent['mih'][0] += time.perf_counter() - t0
+      mih_work[0] += int(stats['candidates'].sum())
       spent['mih'][1] += len(rows)
       dist[rows], idx[rows] = d, i
       pending[rows] = g
