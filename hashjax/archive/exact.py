@@ -67,7 +67,7 @@ def nearest_codes(packed, bits, get_parts, q_packed, k, algorithm='auto'):
     d, i = topk.search(qq, packed, k, bits, query_block=block)
     return d.astype(np.int32), i.astype(np.int64)
   return mih.search_auto(q, get_parts(), k, bits, flat_fn=flat,
-                         estimate_flat=True)
+                         estimate_flat=True, flat_block=block)
 
 
 def within(idx, q_packed, radius, algorithm='auto'):

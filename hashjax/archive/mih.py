@@ -556,7 +556,7 @@ def choose(n, bits, k):
 
 def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
                 batch=16, flat_fn=None, flat_seconds=None,
-                estimate_flat=False, **flat_kwargs):
+                estimate_flat=False, flat_block=None, **flat_kwargs):
   """Exact k nearest neighbours by MIH or the flat scan, whichever is
   faster here, measured.
 
@@ -580,6 +580,8 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
     estimate_flat: without flat_seconds, estimate the flat scan's seconds
       per query from MIH's own measured seconds per unit of work (a flat
       scan costs N / cost_ratio units) instead of spending a batch on it.
+    flat_block: queries per (padded) call of flat_fn, if it pads: fewer
+      left-over queries than that first get MIH with the block's budget.
 
   Returns:
     (dist [Q, k] int32, idx [Q, k] int64), as topk.search.
@@ -642,12 +644,21 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
         start = len(q)
       rows = np.concatenate([np.flatnonzero(pending), rows])
       pending[:] = False
-      if spent['flat'][1] == 0 and flat_seconds is None and len(rows) > 1:
+      if (spent['flat'][1] == 0 and flat_seconds is None and
+          not estimate_flat and len(rows) > 1):
         dist[rows[:1]], idx[rows[:1]] = flat_fn(q[rows[:1]])  # compiles
         rows = rows[1:]
       run_flat(rows)
-  if pending.any():
-    run_flat(np.flatnonzero(pending))
+  rows = np.flatnonzero(pending)
+  if flat_block and 0 < len(rows) < flat_block:
+    # A flat call costs a whole padded block of flat_block queries: spend
+    # that on MIH for these few first, and scan only what still gives up.
+    d, i, g = search(q[rows], parts, k, bits, max_candidates=(
+        total / cost_ratio * flat_block / len(rows)))
+    dist[rows[~g]], idx[rows[~g]] = d[~g], i[~g]
+    rows = rows[g]
+  if len(rows):
+    run_flat(rows)
   return dist, idx
 
 
