@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 
 from hashjax import locking
+from hashjax.data import nomenclatures
 
 RUN_FORMAT = 'hashjax-run-v1'
 
@@ -92,11 +93,24 @@ def _flat(tree, prefix=''):
   return out
 
 
+def _as_before(key, current):
+  """Whether a run saved before config key `key` existed is the same run
+  under the current (flat) config: the key's value keeps what every
+  earlier run did."""
+  if key == 'data.nomenclature':   # added Dec. 2026: the dataset's labels
+    return nomenclatures.resolve(current.get('data.name', ''),
+                                 current[key]) is None
+  return False
+
+
 def config_differences(saved, current):
-  """Dotted keys whose values differ, e.g. ['bits', 'loss.lam']."""
+  """Dotted keys whose values differ, e.g. ['bits', 'loss.lam']. A key the
+  saved config predates is no difference when its value keeps what the
+  saved run did (`_as_before`)."""
   a, b = _flat(saved), _flat(current)
   return sorted(k for k in set(a) | set(b)
-                if a.get(k) != b.get(k) and k not in RESUME_MAY_CHANGE)
+                if a.get(k) != b.get(k) and k not in RESUME_MAY_CHANGE and
+                not (k not in a and _as_before(k, b)))
 
 
 _POSITIVE = ('bits', 'input.batch_size', 'input.eval_batch_size',

@@ -146,6 +146,17 @@ def test_workdir_refuses_a_different_config(small_rsscn7, tmp_path):
   # change them.
   workdir_lib.check_config(str(tmp_path), _config(
       small_rsscn7, **{'train.log_every': 1, 'input.eval_batch_size': 7}))
+  # A run saved before data.nomenclature existed resumes under the value
+  # that keeps its labels, and only that.
+  saved = workdir_lib.read_json(str(tmp_path / 'config.json'))
+  del saved['data']['nomenclature']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  workdir_lib.check_config(str(tmp_path), _config(small_rsscn7))
+  workdir_lib.check_config(str(tmp_path), _config(
+      small_rsscn7, **{'data.nomenclature': 'original'}))
+  with pytest.raises(ValueError, match=r'differs in: data\.nomenclature'):
+    workdir_lib.check_config(str(tmp_path), _config(
+        small_rsscn7, **{'data.nomenclature': 'bigearthnet19'}))
 
 
 def _cli(*args):
