@@ -43,13 +43,7 @@ def _run(config, workdir):
         f'{config.model.encoder} features, data {config.data.name} '
         f'({len(splits["train"])} train/database, {len(splits["query"])} '
         f'query)\nworkdir: {workdir}', flush=True)
-  if image_set.skipped:
-    print(f'Skipped {len(image_set.skipped)} unreadable image(s) '
-          '(data.skip_bad_images=True); listed in results.json.', flush=True)
-  if image_set.unlabelled:
-    print(f'Left out {len(image_set.unlabelled)} image(s) with no label in '
-          f'the {config.data.nomenclature} nomenclature; listed in '
-          'results.json.', flush=True)
+  image_set.print_left_out(config.data.get('nomenclature', 'default'))
   t0 = time.time()
   features, cached = features_lib.cached_features(config, image_set, mesh,
                                                   workdir)

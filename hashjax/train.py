@@ -195,13 +195,7 @@ def _run(config, workdir, trace):
         f'{config.data.protocol}: {n} train/database, {len(splits["query"])} '
         f'query), {jax.device_count()} {jax.devices()[0].platform} device(s)'
         f'\nworkdir: {workdir}', flush=True)
-  if image_set.skipped:
-    print(f'Skipped {len(image_set.skipped)} unreadable image(s) '
-          '(data.skip_bad_images=True); listed in results.json.')
-  if image_set.unlabelled:
-    print(f'Left out {len(image_set.unlabelled)} image(s) with no label in '
-          f'the {config.data.nomenclature} nomenclature; listed in '
-          'results.json.', flush=True)
+  image_set.print_left_out(config.data.get('nomenclature', 'default'))
 
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints)
   resuming = mngr.latest_step() is not None

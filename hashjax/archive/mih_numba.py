@@ -19,7 +19,6 @@ import numpy as np
 
 try:
   import numba  # pylint: disable=g-import-not-at-top
-  from numba import types as _types  # pylint: disable=g-import-not-at-top
   from numba.extending import intrinsic  # pylint: disable=g-import-not-at-top
 except ImportError:  # the `fast` extra is not installed
   numba = None

@@ -39,6 +39,18 @@ class ImageSet:
   def __len__(self):
     return len(self.paths)
 
+  def print_left_out(self, nomenclature):
+    """One line each for the images the run left out: unreadable
+    (`skipped`) and without a label in `nomenclature` (`unlabelled`)."""
+    if self.skipped:
+      print(f'Skipped {len(self.skipped)} unreadable image(s) '
+            '(data.skip_bad_images=True); listed in results.json.',
+            flush=True)
+    if self.unlabelled:
+      print(f'Left out {len(self.unlabelled)} image(s) with no label in '
+            f'the {nomenclature} nomenclature; listed in results.json.',
+            flush=True)
+
   @property
   def primary_labels(self):
     """[N] the first class of each image; used to stratify splits."""

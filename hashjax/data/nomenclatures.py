@@ -108,22 +108,17 @@ def apply(image_set, nomenclature):
   Images left without any label are removed and listed, with their former
   labels, in the result's `unlabelled`.
   """
-  missing = [n for n in nomenclature.source_names
-             if n not in image_set.class_names]
-  if missing:
+  missing = sorted(set(nomenclature.source_names) - set(image_set.class_names))
+  unknown = sorted(set(image_set.class_names) - set(nomenclature.source_names))
+  if missing or unknown:
+    problems = [f'{what} {", ".join(repr(n) for n in names[:3])}'
+                f'{f" (and {len(names) - 3} more)" if len(names) > 3 else ""}'
+                for what, names in (('lacks', missing), ('has', unknown))
+                if names]
     raise ValueError(
         f'data.nomenclature={nomenclature.name} maps the 43 CORINE class '
-        f'names of BigEarthNet, but this dataset has no class '
-        f'{", ".join(repr(m) for m in missing[:3])}'
-        f'{f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""}. '
+        f'names of BigEarthNet, but this dataset {" and ".join(problems)}. '
         'Use --config.data.nomenclature=original to keep its own labels.')
-  unknown = [n for n in image_set.class_names
-             if n not in nomenclature.source_names]
-  if unknown:
-    raise ValueError(
-        f'data.nomenclature={nomenclature.name}: class(es) '
-        f'{", ".join(repr(u) for u in unknown[:3])} are not BigEarthNet '
-        'CORINE classes. Use --config.data.nomenclature=original.')
   # [C_source, C_target] 0/1 matrix; labels @ it counts merged labels.
   merge = np.zeros((len(image_set.class_names), len(nomenclature.classes)),
                    np.float32)

@@ -793,7 +793,8 @@ def _count_chunk_scores(prep: _Prepared, rows: slice, topk: list[int],
   _keep_freed_memory()
   dist = np.empty(num_db, prep.dist_dtype)
   rel = np.empty(num_db, prep.relevance_dtype)
-  ranked = np.empty(num_db, prep.relevance_dtype)
+  # The NumPy kernel's relevance in ranked order (`place` needs none).
+  ranked = np.empty(num_db, prep.relevance_dtype) if place is None else None
   buf = np.empty(min(num_db, _BLOCK), np.uint64)
   count = np.empty(min(num_db, _BLOCK), np.uint8)
   kks = [min(k, num_db) for k in topk]
