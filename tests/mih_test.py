@@ -2,6 +2,8 @@
 random and clustered codes with ties and exact duplicates, code lengths
 with unequal substrings, several shards, the candidate budget and the
 flat fallback, radius search, and the tables file."""
+import os
+
 import numpy as np
 import pytest
 
@@ -174,12 +176,16 @@ def test_save_load_round_trip_and_errors(tmp_path):
   rng = np.random.default_rng(3)
   db = codes(1000, 64, 0, rng)
   tables = mih.build(db, 64)
-  assert tables.bytes_per_code() > 3 * 4       # rows + offsets
+  assert tables.bytes_per_code() > 3 * (4 + 8)  # rows, codes (+ offsets)
+  for r, c in zip(tables.rows, tables.codes):     # codes in bucket order
+    np.testing.assert_array_equal(c, db[r])
   path = str(tmp_path / 'db.mih')
   tables.save(path)
   loaded = mih.load(path, packed=db)
   assert isinstance(loaded.rows[0], np.memmap)
-  for a, b in zip(tables.offsets + tables.rows, loaded.offsets + loaded.rows):
+  assert isinstance(loaded.codes[0], np.memmap)
+  for a, b in zip(tables.offsets + tables.rows + tables.codes,
+                  loaded.offsets + loaded.rows + loaded.codes):
     np.testing.assert_array_equal(a, b)
   assert (loaded.m, loaded.lengths, loaded.n) == (tables.m, tables.lengths,
                                                   1000)
@@ -199,7 +205,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
     mih.load(path, packed=db[:10])
   raw = bytearray(open(path, 'rb').read())
   bad = str(tmp_path / 'bad.mih')
-  raw[-3] ^= 1                                     # a row flipped
+  raw[-3] ^= 1                                     # a code flipped
   open(bad, 'wb').write(bytes(raw))
   with pytest.raises(mih.BadTablesError, match='bad.mih.*corrupt'):
     mih.load(bad)
@@ -210,3 +216,25 @@ def test_save_load_round_trip_and_errors(tmp_path):
   open(bad, 'wb').write(b'not tables')
   with pytest.raises(mih.BadTablesError, match='bad.mih'):
     mih.load(bad)
+
+
+def test_format_1_tables_still_load_and_search(kernel):
+  """tests/data/mih_format1.mih was written by the format-1 writer (before
+  the bucket-ordered codes) for these 60 codes: it loads, its codes are
+  put in bucket order in memory, and the search is exact."""
+  del kernel
+  rng = np.random.default_rng(2026)
+  db = index.pack(rng.integers(0, 2, (60, 16)) * 2 - 1)
+  db[::7] = db[3]
+  path = os.path.join(os.path.dirname(__file__), 'data', 'mih_format1.mih')
+  tables = mih.load(path, packed=db)
+  assert tables.codes is None and tables.m == 2
+  q = np.concatenate([db[:5], index.pack(rng.integers(0, 2, (5, 16)) * 2 - 1)])
+  d, i, gave_up = mih.search(q, [(db, tables, 0)], 7, 16)
+  want_d, want_i = reference(q, db, 7)
+  np.testing.assert_array_equal(d, want_d)
+  np.testing.assert_array_equal(i, want_i)
+  assert not gave_up.any()
+  with pytest.raises(ValueError, match='bucket_codes'):
+    mih.Tables(1, 16, [0, 8], [8, 8], tables.offsets, tables.rows, 'x').save(
+        os.devnull)

@@ -11,7 +11,11 @@ query's substring and verifying the candidates with the full distance.
 Tables: for each substring j a CSR bucket table, `offsets[j]` (2^L_j + 1)
 and `rows[j]` (int32 [N], the rows sorted by their key, stably, so rows
 ascend within a bucket): bucket `key` holds rows[j][offsets[j][key]:
-offsets[j][key + 1]].
+offsets[j][key + 1]]. `codes[j]` holds the codes themselves in that
+order (codes[j][i] = packed[rows[j][i]]), so that verifying a bucket reads
+one contiguous run instead of one random row per candidate: the compiled
+loop (mih_numba) reads a row only for a candidate that enters the top k.
+It costs m copies of the codes (8 m bytes per 64-bit code).
 
 k nearest (`search`): radius s = 0, 1, 2, ... and, at each, substring
 j = 0..m-1: probe every key at exactly s bits from the query's substring
@@ -37,7 +41,9 @@ and COST_RATIO is what one costs against one code of the flat scan.
 
 Tables persist in one file (`save`, `load`): a JSON header (N, bits,
 layout, the SHA-256 of the codes indexed and of each array) then the
-arrays, 64-byte aligned and memory-mapped on load.
+arrays, 64-byte aligned and memory-mapped on load. Files of format 1
+(without the bucket-ordered codes) still load: their codes are put in
+bucket order in memory when first searched by the compiled loop.
 """
 import functools
 import hashlib
@@ -52,7 +58,8 @@ import numpy as np
 from hashjax.archive import mih_numba
 
 MAGIC = b'HASHJAXM'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _PREFIX = struct.Struct('<8sIQ')   # magic, version, header length
 _ALIGN = 64
 MAX_KEY_BITS = 24
@@ -130,24 +137,38 @@ def fingerprint(packed):
 
 
 class Tables:
-  """The m bucket tables of N codes: `offsets[j]`, `rows[j]` (see the
-  module docstring), `n`, `bits`, `m`, `starts`, `lengths`, `codes_sha256`
-  (the fingerprint of the codes indexed)."""
+  """The m bucket tables of N codes: `offsets[j]`, `rows[j]`, `codes[j]`
+  (see the module docstring; `codes` is None for tables read from a
+  format-1 file until `bucket_codes` fills it), `n`, `bits`, `m`,
+  `starts`, `lengths`, `codes_sha256` (the fingerprint of the codes
+  indexed)."""
 
-  def __init__(self, n, bits, starts, lengths, offsets, rows, codes_sha256):
+  def __init__(self, n, bits, starts, lengths, offsets, rows, codes_sha256,
+               codes=None):
     self.n, self.bits = int(n), int(bits)
     self.starts, self.lengths = list(starts), list(lengths)
     self.m = len(lengths)
     self.offsets, self.rows = list(offsets), list(rows)
+    self.codes = None if codes is None else list(codes)
     self.codes_sha256 = codes_sha256
 
   @property
   def nbytes(self):
-    return sum(a.nbytes for a in self.offsets + self.rows)
+    return sum(a.nbytes for a in self.offsets + self.rows +
+               (self.codes or []))
 
   def bytes_per_code(self):
-    """Table bytes per code indexed (the codes themselves not counted)."""
+    """Table bytes per code indexed (the bucket-ordered copies counted,
+    the codes themselves not)."""
     return self.nbytes / max(self.n, 1)
+
+  def bucket_codes(self, packed):
+    """`codes`, made from `packed` (the codes indexed) in memory if these
+    tables came from a format-1 file."""
+    if self.codes is None:
+      packed = np.asarray(packed)
+      self.codes = [np.take(packed, r, axis=0) for r in self.rows]
+    return self.codes
 
   def save(self, path):
     """Writes the tables to `path` (one file, replaced atomically)."""
@@ -186,13 +207,15 @@ def build(packed, bits, m=None, fingerprint_=None):
     raise ValueError(f'{bits}-bit codes in {m} substrings: a substring of '
                      f'{max(lengths)} bits (a table of 2^{max(lengths)} '
                      f'buckets); use m >= {-(-bits // MAX_KEY_BITS)}.')
-  offsets, rows = [], []
+  offsets, rows, ordered = [], [], []
+  codes = np.asarray(packed)
   for start, length in zip(starts, lengths):
     o, r = _table(substring(packed, start, length), length, n)
     offsets.append(o)
     rows.append(r)
+    ordered.append(np.take(codes, r, axis=0))
   return Tables(n, bits, starts, lengths, offsets, rows,
-                fingerprint_ or fingerprint(packed))
+                fingerprint_ or fingerprint(packed), ordered)
 
 
 # ---------------------------------------------------------------- the file
@@ -209,12 +232,15 @@ def _header_sha256(header):
 
 def save(path, tables):
   """Writes `tables` to `path`: prefix (magic, version, header length),
-  JSON header, then offsets[0], rows[0], offsets[1], ... each 64-byte
-  aligned (relative to the end of the header)."""
+  JSON header, then offsets[0], rows[0], codes[0], offsets[1], ... each
+  64-byte aligned (relative to the end of the header)."""
+  if tables.codes is None:
+    raise ValueError('These tables have no bucket-ordered codes: call '
+                     'tables.bucket_codes(packed) before saving them.')
   arrays = []
   for j in range(tables.m):
-    arrays += [(f'offsets{j}', tables.offsets[j]), (f'rows{j}',
-                                                    tables.rows[j])]
+    arrays += [(f'offsets{j}', tables.offsets[j]),
+               (f'rows{j}', tables.rows[j]), (f'codes{j}', tables.codes[j])]
   entries, pos = [], 0
   for name, a in arrays:
     pos += (-pos) % _ALIGN
@@ -267,10 +293,10 @@ def load(path, packed=None, fingerprint_=None, verify=True):
     if magic != MAGIC:
       raise BadTablesError(f'{path!r} is not a hashjax MIH tables file '
                            f'(bad magic {magic!r}).')
-    if version != FORMAT_VERSION:
+    if version not in _READABLE_VERSIONS:
       raise BadTablesError(f'{path!r} is MIH tables format version '
-                           f'{version}; this hashjax reads version '
-                           f'{FORMAT_VERSION}. Rebuild them.')
+                           f'{version}; this hashjax reads versions '
+                           f'{_READABLE_VERSIONS}. Rebuild them.')
     blob = f.read(header_len)
   try:
     header = json.loads(blob.decode())
@@ -299,7 +325,9 @@ def load(path, packed=None, fingerprint_=None, verify=True):
   tables = Tables(header['n'], header['bits'], header['starts'],
                   header['lengths'], [arrays[f'offsets{j}'] for j in range(m)],
                   [arrays[f'rows{j}'] for j in range(m)],
-                  header['codes_sha256'])
+                  header['codes_sha256'],
+                  [arrays[f'codes{j}'] for j in range(m)] if version >= 2
+                  else None)
   if packed is not None:
     words = -(-tables.bits // 32)
     if tuple(packed.shape) != (tables.n, words):
@@ -424,16 +452,25 @@ def _compiled_queries(q, parts):
 
 def _compiled_parts(parts):
   """The arrays of `parts` as mih_numba.knn takes them: typed lists of the
-  tables (part-major) and of the codes [N_p, W], and the row offsets."""
+  tables and of their bucket-ordered codes [N_p, W'] in the parts' word
+  layout (part-major), and the row offsets."""
   from numba import typed  # pylint: disable=g-import-not-at-top
   m = parts[0].tables.m
   offsets = typed.List([np.asarray(p.tables.offsets[j]) for p in parts
                         for j in range(m)])
   rows = typed.List([np.asarray(p.tables.rows[j]) for p in parts
                      for j in range(m)])
-  words = typed.List([np.ascontiguousarray(
-      p.words if p.words.ndim == 2 else p.words[:, None]) for p in parts])
-  return offsets, rows, words, np.array([p.offset for p in parts], np.int64)
+  codes = typed.List([_word_layout(c, p.words.dtype) for p in parts
+                      for c in p.tables.bucket_codes(p.packed)])
+  return offsets, rows, codes, np.array([p.offset for p in parts], np.int64)
+
+
+def _word_layout(packed, dtype):
+  """uint32 [N, W] -> [N, W'] as `dtype` words (uint64 pairs or uint32)."""
+  packed = np.asarray(packed)
+  if dtype == np.uint64:
+    return packed.view(np.uint64)
+  return packed
 
 
 def _knn_one(q, keys, parts, k, total, budget):

@@ -6,9 +6,13 @@ and set unions. Here one compiled function runs a whole query: it walks the
 radii s = 0, 1, ... and the substrings j exactly as `mih._knn_one` does
 (the same stopping rule, the same work count for the budget), enumerates
 the s-bit XOR masks in place (Gosper's hack) instead of reading cached mask
-arrays, verifies each candidate with a popcount and keeps the k best
+arrays, verifies each probed bucket by a popcount over its codes, stored
+contiguously in bucket order (`mih.Tables.codes`), and keeps the k best
 (distance * N + global row) keys in a sorted array, so an item found again
-through another substring is recognised and dropped. The results are the
+through another substring is recognised and dropped. Reading a bucket's
+codes as one run, instead of one random row per candidate through the
+row table, and touching the runs of 512 buckets before scanning them (so
+their cache misses overlap) made the loop 1.5-5x faster at 10^7 codes. The results are the
 same integers as the NumPy path (tests/mih_test.py runs both against the
 flat scan).
 
@@ -39,13 +43,6 @@ if AVAILABLE:
     return sig, codegen
 
   @numba.njit(nogil=True, cache=True)
-  def _distance(words, row, q):
-    d = 0
-    for w in range(q.shape[0]):
-      d += np.int64(_ctpop(words[row, w] ^ q[w]))
-    return d
-
-  @numba.njit(nogil=True, cache=True)
   def _insert(best, count, k, key):
     """Inserts `key` into the ascending best[:count] (at most k kept);
     returns the new count. A key already present is not inserted again."""
@@ -67,33 +64,50 @@ if AVAILABLE:
     return count + 1 if count < k else k
 
   @numba.njit(nogil=True, cache=True)
-  def _verify(cand, num, words, q, base, total, k, best, count, dist_buf):
-    """Distances of rows cand[:num] (one tight gather loop, so the cache
-    misses overlap), then the k-best merge; returns the new count."""
-    for i in range(num):
-      dist_buf[i] = _distance(words, cand[i], q)
-    for i in range(num):
-      key = dist_buf[i] * total + base + cand[i]
-      if count < k or key < best[count - 1]:
-        count = _insert(best, count, k, key)
+  def _scan(codes, rows, first, last, n_buckets, q, base, total, k, best,
+            count, sink):
+    """Verifies the buckets [first[t], last[t]) of one table: their codes
+    are contiguous in `codes` (bucket order). A candidate's row is read
+    only when its distance could enter the k best. Returns the new count.
+
+    The buckets' cache lines are touched first in a tight loop of
+    independent loads, so their misses overlap, then scanned (`sink`, a
+    scratch word, keeps those loads from being optimised away)."""
+    width = q.shape[0]
+    touch = codes.dtype.type(0)
+    for t in range(n_buckets):
+      for u in range(first[t], last[t], 8):
+        touch ^= codes[u, 0]
+    sink[0] ^= touch
+    for t in range(n_buckets):
+      for u in range(first[t], last[t]):
+        d = np.int64(0)
+        for w in range(width):
+          d += np.int64(_ctpop(codes[u, w] ^ q[w]))
+        cut = d * total + base
+        if count < k or cut < best[count - 1]:
+          key = cut + rows[u]
+          if count < k or key < best[count - 1]:
+            count = _insert(best, count, k, key)
     return count
 
   @numba.njit(nogil=True, cache=True)
-  def knn(q_words, q_keys, lengths, offsets, rows, words, part_offsets,
+  def knn(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
           total, k, budget, step_work, best_out, work_out, gave_up_out):
     """k nearest of each query over all parts (see `mih._knn_one`).
 
     Each probe step (radius s, substring j, part) runs in chunks of up to
     `chunk` masks in phases, each a tight loop so that the random reads of
-    a phase overlap: the chunk's bucket bounds, then its rows, then their
-    codes' distances, then the merge into the k best.
+    a phase overlap: the chunk's bucket bounds, then its buckets' codes
+    (`_scan`).
 
     Args:
       q_words: [Q, W] the queries in the parts' word layout.
       q_keys: [Q, m] int64 substrings of each query.
       lengths: [m] int64 substring lengths.
-      offsets, rows: typed lists, entry p * m + j = table j of part p.
-      words: typed list, entry p = part p's codes [N_p, W].
+      offsets, rows, codes: typed lists, entry p * m + j = table j of part
+        p: bucket offsets, rows in bucket order, codes [N_p, W] in bucket
+        order.
       part_offsets: [P] int64 global row of each part's first code.
       total: N over all parts.
       k: results per query (<= total).
@@ -104,18 +118,16 @@ if AVAILABLE:
       gave_up_out: [Q] bool.
     """
     chunk = 512
-    cand_cap = 4096
     num_q = q_words.shape[0]
     m = lengths.shape[0]
-    num_parts = len(words)
+    num_parts = part_offsets.shape[0]
     max_len = 0
     for j in range(m):
       max_len = max(max_len, lengths[j])
     masks = np.empty(chunk, np.int64)
     first = np.empty(chunk, np.int64)
     last = np.empty(chunk, np.int64)
-    cand = np.empty(cand_cap, np.int64)
-    dist_buf = np.empty(cand_cap, np.int64)
+    sink = np.zeros(1, codes[0].dtype)
     for i in range(num_q):
       best = best_out[i]
       q = q_words[i]
@@ -151,22 +163,12 @@ if AVAILABLE:
               for t in range(n_masks):
                 first[t] = off[masks[t]]
                 last[t] = off[masks[t] + 1]
-              r = rows[p * m + j]
-              base = part_offsets[p]
-              num = 0
               work += n_masks
               for t in range(n_masks):
-                size = last[t] - first[t]
-                work += size
-                for u in range(first[t], last[t]):
-                  if num == cand_cap:
-                    count = _verify(cand, num, words[p], q, base, total, k,
-                                    best, count, dist_buf)
-                    num = 0
-                  cand[num] = r[u]
-                  num += 1
-              count = _verify(cand, num, words[p], q, base, total, k, best,
-                              count, dist_buf)
+                work += last[t] - first[t]
+              count = _scan(codes[p * m + j], rows[p * m + j], first, last,
+                            n_masks, q, part_offsets[p], total, k, best,
+                            count, sink)
             if work > budget:
               gave_up = True
           if gave_up:
