@@ -40,6 +40,9 @@ DEFAULT_METHODS = ('ahcl,dgssh,mrhash,lsh,itq,sh,dpsh,hashnet,dsh,csq,adsh,'
 ROOTED_DATASETS = ('folder', 'list')
 _LOG_TAIL_LINES = 20
 _LOCK_WAIT_SECONDS = 180
+# Exit statuses of a run stopped by SIGINT: hashjax.main's own (130) and
+# the signal's default action (-SIGINT).
+_INTERRUPTED = (130, -signal.SIGINT)
 FLAGS = flags.FLAGS
 
 class UsageError(ValueError):
@@ -319,6 +322,11 @@ def run_entry(entry):
       _Child.proc = None
     now = datetime.datetime.now().isoformat(timespec='seconds')
     f.write(f'==== compare: {now} exit status {code}\n')
+  if code in _INTERRUPTED:
+    # The run was stopped by SIGINT that compare did not see (compare
+    # started in the background by a shell ignores it): stop the sweep
+    # too, as Ctrl-C would, rather than start the next run.
+    raise KeyboardInterrupt
   return code == 0 and read_results(entry) is not None, log
 
 

@@ -251,3 +251,20 @@ def test_a_failing_run_is_reported_and_the_sweep_goes_on(tmp_path):
   assert 'last lines:' in res.stdout and 'no_such_folder' in res.stdout
   assert '0 finished runs read, 0 runs trained, 2 failed' in res.stdout
   assert (out / 'results.csv').read_text().startswith('dataset,method,bits')
+
+
+def test_a_run_stopped_by_sigint_stops_the_sweep(tmp_path):
+  """A run that ends by SIGINT (sent to it alone, or to a sweep started in
+  the background, whose shell makes compare ignore SIGINT) stops the sweep:
+  the next run is not started."""
+  method = compare.Method(label='lsh', slug='lsh', config_path='configs/lsh.py',
+                          args='')
+  kill_self = ('-c', 'import os, signal; os.kill(os.getpid(), signal.SIGINT)')
+  entries = [compare.Entry(position=i, dataset='d', method=method, bits=8,
+                           workdir=str(tmp_path / f'run{i}'), argv=kill_self)
+             for i in (1, 2)]
+  with pytest.raises(KeyboardInterrupt):
+    compare.sweep(entries, out=lambda s: None)
+  log = (tmp_path / 'run1' / 'compare.log').read_text()
+  assert f'exit status {-signal.SIGINT}' in log
+  assert not (tmp_path / 'run2').exists()

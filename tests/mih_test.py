@@ -110,6 +110,7 @@ def test_budget_gives_up_and_auto_stays_exact(monkeypatch, kernel):
   del kernel
   for name in ('STEP_WORK', 'STEP_WORK_COMPILED'):
     monkeypatch.setattr(mih, name, 0)     # count probes and rows only
+  monkeypatch.setattr(mih, 'PROBE_WORK_COMPILED', 1)
   rng = np.random.default_rng(2)
   n, bits = 4000, 64
   db = codes(n, bits, 0, rng)
@@ -136,6 +137,14 @@ def test_budget_gives_up_and_auto_stays_exact(monkeypatch, kernel):
   assert mih.choose(4000, 64, 10) == 'flat'
   assert mih.choose(10**7, 64, 100) == 'mih'
   assert mih.choose(10**7, 64, 10**6) == 'flat'
+  if mih.compiled():     # a probe weighs PROBE_WORK_COMPILED rows
+    lighter, heavier = {}, {}
+    mih.search(q, parts, 1, bits, stats=lighter)
+    monkeypatch.setattr(mih, 'PROBE_WORK_COMPILED', 24)
+    mih.search(q, parts, 1, bits, stats=heavier)
+    probes = (heavier['candidates'] - lighter['candidates']) / 23
+    assert (probes >= len(parts)).all()         # at least one per shard
+    np.testing.assert_array_equal(probes, np.round(probes))
   for name in ('STEP_WORK', 'STEP_WORK_COMPILED'):
     monkeypatch.setattr(mih, name, 512)
   _, _, gave_up = mih.search(q, parts, 1, bits, max_candidates=500)

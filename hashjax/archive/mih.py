@@ -35,9 +35,10 @@ Several shards (`parts`: packed codes, their Tables, the global row of
 their first code) are searched jointly. A query whose candidates pass
 `max_candidates` gives up (random codes at a long k-th distance, a huge
 bucket of near-duplicates): `search_auto` scans those queries flat with
-topk.search, with a budget of N / COST_RATIO candidates, where a
-candidate is a bucket probed or a row verified (each a random access)
-and COST_RATIO is what one costs against one code of the flat scan.
+topk.search, with a budget of N / unit_cost() units of work, where a unit
+is a row verified or a bucket probed (PROBE_WORK_COMPILED units in the
+compiled loop) and unit_cost() what one costs against one code of the
+flat scan.
 
 Tables persist in one file (`save`, `load`): a JSON header (N, bits,
 layout, the SHA-256 of the codes indexed and of each array) then the
@@ -74,17 +75,29 @@ COST_RATIO = 60
 # part): the fixed cost of its ~20 numpy calls (~30 us) in the same units.
 STEP_WORK = 512
 # With numba (mih_numba, the `fast` extra) a whole query runs compiled: a
-# probe step has no fixed cost beyond its probes, and a probed bucket or a
-# verified row costs about COST_RATIO_COMPILED flat-scan code visits
-# (bench/archive.py's cost ratio column with numba installed).
+# probe step has no fixed cost beyond its probes; a probed bucket (two
+# random reads: its bounds, the start of its codes) costs about
+# PROBE_WORK_COMPILED verified codes (read in runs), and a unit of that
+# work about COST_RATIO_COMPILED flat-scan code visits. Measured at 10^7 x
+# 64 bits (docs/benchmarks.md): a probe 119-137 flat visits, a verified
+# code 4.0-5.7.
 _COMPILED = True
 STEP_WORK_COMPILED = 0
-COST_RATIO_COMPILED = 45   # bench/archive.py at 10^7 x 64 bits: 26-54
+PROBE_WORK_COMPILED = 24
+COST_RATIO_COMPILED = 5
 
 
 def compiled():
   """Whether `search` runs the compiled loop (numba is installed)."""
   return mih_numba.AVAILABLE and _COMPILED
+
+
+def flat_below():
+  """Databases smaller than this are scanned flat without trying MIH.
+  NumPy loop: 2 x 10^6 (bench/archive.py at 10^6: the flat scan beat MIH
+  or tied in every cell). Compiled loop: 10^6 (at 10^6, clustered 64-bit
+  codes, MIH was 3-16x the flat scan, random codes 0.13-1x: auto tries)."""
+  return 1_000_000 if compiled() else 2_000_000
 
 
 def unit_cost():
@@ -517,7 +530,8 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     k: results per query, clipped to the total number of codes.
     bits: code length.
     max_candidates: per query; a query whose work (buckets probed + rows
-      verified, each a random access, + STEP_WORK per table probed) passes
+      verified, + STEP_WORK per table probed; in the compiled loop each
+      bucket probed counts PROBE_WORK_COMPILED) passes
       it gives up (its row of the result is dist bits + 1, index
       -1) and is flagged in `gave_up`.
     stats: optional dict, given 'candidates' (int64 [Q], the work per
@@ -544,6 +558,7 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
         _compiled_queries(q, parts), keys,
         np.asarray(parts[0].tables.lengths, np.int64),
         *_compiled_parts(parts), total, k, float(budget), STEP_WORK_COMPILED,
+        PROBE_WORK_COMPILED,
         best, seen, gave_up)
     ok = ~gave_up
     dist[ok], idx[ok] = best[ok] // total, best[ok] % total
@@ -581,12 +596,12 @@ def flat(q_packed, parts, k, bits, **kwargs):
 
 
 def choose(n, bits, k):
-  """'flat' or 'mih' for a database of n codes: flat below 2 x 10^6 codes
-  (bench/archive.py: at 10^6 the flat scan beats MIH or ties in every
-  cell, random or clustered, 64 or 128 bits) or when k alone would use
-  the candidate budget of search_auto."""
+  """'flat' or 'mih' for a database of n codes: flat below flat_below()
+  codes or for k > n / COST_RATIO (k alone would use the NumPy loop's
+  budget; the compiled loop keeps its top k sorted by insertion, O(k)
+  each)."""
   del bits
-  if n < 2_000_000 or k * unit_cost() > n:
+  if n < flat_below() or k * COST_RATIO > n:
     return 'flat'
   return 'mih'
 

@@ -76,7 +76,7 @@ if AVAILABLE:
     width = q.shape[0]
     touch = codes.dtype.type(0)
     for t in range(n_buckets):
-      for u in range(first[t], last[t], 8):
+      for u in range(first[t], min(last[t], first[t] + 32), 8):
         touch ^= codes[u, 0]
     sink[0] ^= touch
     for t in range(n_buckets):
@@ -93,7 +93,8 @@ if AVAILABLE:
 
   @numba.njit(nogil=True, cache=True)
   def knn(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
-          total, k, budget, step_work, best_out, work_out, gave_up_out):
+          total, k, budget, step_work, probe_work, best_out, work_out,
+          gave_up_out):
     """k nearest of each query over all parts (see `mih._knn_one`).
 
     Each probe step (radius s, substring j, part) runs in chunks of up to
@@ -113,6 +114,7 @@ if AVAILABLE:
       k: results per query (<= total).
       budget: work after which a query gives up (float, may be inf).
       step_work: work charged per probe step (substring, radius, part).
+      probe_work: work charged per bucket probed (a verified code: 1).
       best_out: [Q, k] int64: ascending keys distance * total + row.
       work_out: [Q] int64: the work per query.
       gave_up_out: [Q] bool.
@@ -163,7 +165,7 @@ if AVAILABLE:
               for t in range(n_masks):
                 first[t] = off[masks[t]]
                 last[t] = off[masks[t] + 1]
-              work += n_masks
+              work += n_masks * probe_work
               for t in range(n_masks):
                 work += last[t] - first[t]
               count = _scan(codes[p * m + j], rows[p * m + j], first, last,
