@@ -214,3 +214,31 @@ def test_a_service_watching_a_sharded_index_sees_appends(tmp_path):
   open(m, 'w').write(text[:len(text) // 2])
   assert not w.check() and 'manifest.json' in w.error
   assert w.current.version == 3 and len(w.current.index) == 34
+
+
+def test_format_1_tables_are_searched_and_compaction_rewrites_them(tmp_path):
+  """A shard whose tables file predates the bucket-ordered codes (the
+  format-1 file of tests/mih_test.py, for the same 60 codes): searched
+  exactly, and rewritten in the current format by a compaction."""
+  from hashjax.archive import mih  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2026)
+  db = index.pack(rng.integers(0, 2, (60, 16)) * 2 - 1)
+  db[::7] = db[3]
+  path = str(tmp_path / 'idx')
+  shards.save(path, np.where(index.unpack(db, 16) > 0, 1, -1).astype(np.int8),
+              [f'{i}.jpg' for i in range(60)])
+  name = shards.load(path).manifest['shards'][0]['file']
+  tpath = os.path.join(path, shards.tables_file(name))
+  assert mih.load(tpath).codes is not None
+  shutil.copy(os.path.join(os.path.dirname(__file__), 'data',
+                           'mih_format1.mih'), tpath)
+  assert mih.load(tpath).codes is None
+  q = db[[0, 5, 9]] ^ np.uint32(3)
+  want = topk.search(q, db, 8, 16)
+  d, i, _ = mih.search(q, shards.load(path).parts(), 8, 16)
+  np.testing.assert_array_equal(d, want[0])
+  np.testing.assert_array_equal(i, want[1])
+  assert shards.compact(path) == (1, 1)
+  assert mih.load(tpath).codes is not None
+  d, i, _ = mih.search(q, shards.load(path).parts(), 8, 16)
+  np.testing.assert_array_equal(i, want[1])

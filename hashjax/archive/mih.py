@@ -92,14 +92,6 @@ def compiled():
   return mih_numba.AVAILABLE and _COMPILED
 
 
-def flat_below():
-  """Databases smaller than this are scanned flat without trying MIH.
-  NumPy loop: 2 x 10^6 (bench/archive.py at 10^6: the flat scan beat MIH
-  or tied in every cell). Compiled loop: 10^6 (at 10^6, clustered 64-bit
-  codes, MIH was 3-16x the flat scan, random codes 0.13-1x: auto tries)."""
-  return 1_000_000 if compiled() else 2_000_000
-
-
 def unit_cost():
   """The cost ratio of the loop `search` runs (COST_RATIO or
   COST_RATIO_COMPILED)."""
@@ -596,12 +588,18 @@ def flat(q_packed, parts, k, bits, **kwargs):
 
 
 def choose(n, bits, k):
-  """'flat' or 'mih' for a database of n codes: flat below flat_below()
-  codes or for k > n / COST_RATIO (k alone would use the NumPy loop's
-  budget; the compiled loop keeps its top k sorted by insertion, O(k)
-  each)."""
+  """'flat' or 'mih' for a database of n codes: flat below 2 x 10^6 codes
+  or for k > n / COST_RATIO (k alone would use the NumPy loop's budget;
+  the compiled loop keeps its top k sorted by insertion, O(k) each).
+
+  bench/archive.py at 10^6 codes, compiled loop, both runs: MIH was 14-18x
+  the flat scan on clustered 64-bit codes at k = 1 but 0.02-0.8x on random
+  codes and 0.4-0.7x at k = 1,000, and auto, trying MIH there, was slower
+  than the flat scan in 11 of 16 random-code cells (0.69-0.97x) and 5 of
+  16 clustered ones (0.59-0.92x): at 10^6 the flat scan (about 0.4 ms a
+  query) leaves no room for exploring."""
   del bits
-  if n < flat_below() or k * COST_RATIO > n:
+  if n < 2_000_000 or k * COST_RATIO > n:
     return 'flat'
   return 'mih'
 

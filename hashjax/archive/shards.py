@@ -325,13 +325,14 @@ def commit(path, names, *, bits, class_names=None, source=None,
 
 
 def write_tables(path, name, m):
-  """Writes the tables of shard file `name` unless a valid file is there."""
+  """Writes the tables of shard file `name` unless a valid file of the
+  current format is there."""
   tpath = os.path.join(path, tables_file(name))
   shard = index_lib.load(os.path.join(path, name), verify=False)
   if os.path.exists(tpath):
     try:
       t = mih.load(tpath, fingerprint_=shard.header['codes_sha256'])
-      if t.m == m:
+      if t.m == m and t.codes is not None:   # format 1 has no codes
         return
     except (mih.BadTablesError, ValueError):
       pass
@@ -416,6 +417,7 @@ def compact_held(path, target=1 << 22):
   manifest = dict(idx.manifest, mih_m=idx.mih_m())
   for group in groups:
     if len(group) == 1:
+      write_tables(path, group[0][1]['file'], idx.mih_m())  # if format 1
       entries.append(group[0][1])
       continue
     name, manifest['next_shard'] = _next_name(path)
