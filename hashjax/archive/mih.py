@@ -78,9 +78,9 @@ STEP_WORK = 512
 # probe step has no fixed cost beyond its probes; a probed bucket (two
 # random reads: its bounds, the start of its codes) costs about
 # PROBE_WORK_COMPILED verified codes (read in runs), and a unit of that
-# work about COST_RATIO_COMPILED flat-scan code visits. Measured at 10^7 x
-# 64 bits (docs/benchmarks.md): a probe 119-137 flat visits, a verified
-# code 4.0-5.7.
+# work about COST_RATIO_COMPILED flat-scan code visits. bench/mih_cost.py
+# at 10^7 x 64 bits, two runs: a probe 118-141 flat visits, a verified
+# code 5.8-6.3 (docs/benchmarks.md).
 _COMPILED = True
 STEP_WORK_COMPILED = 0
 PROBE_WORK_COMPILED = 24
