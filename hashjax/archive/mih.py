@@ -51,6 +51,7 @@ import hashlib
 import itertools
 import json
 import math
+import mmap
 import os
 import struct
 
@@ -470,6 +471,16 @@ def _compiled_parts(parts):
   return offsets, rows, codes, np.array([p.offset for p in parts], np.int64)
 
 
+def release(tables):
+  """Drops the resident pages of memory-mapped tables (np.memmap from
+  `load`; in-memory tables are left alone). They stay in the page cache and
+  are read back on the next touch; resident memory no longer counts them."""
+  for a in tables.offsets + tables.rows + (tables.codes or []):
+    mapping = getattr(a, '_mmap', None)   # np.memmap's mmap.mmap
+    if mapping is not None and hasattr(mapping, 'madvise'):
+      mapping.madvise(mmap.MADV_DONTNEED)
+
+
 def _word_layout(packed, dtype):
   """uint32 [N, W] -> [N, W'] as `dtype` words (uint64 pairs or uint32)."""
   packed = np.asarray(packed)
@@ -545,13 +556,18 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
   gave_up = np.zeros(len(q), bool)
   seen = np.zeros(len(q), np.int64)
   if compiled():
-    best = np.empty((len(q), k), np.int64)
-    mih_numba.knn(
-        _compiled_queries(q, parts), keys,
-        np.asarray(parts[0].tables.lengths, np.int64),
-        *_compiled_parts(parts), total, k, float(budget), STEP_WORK_COMPILED,
-        PROBE_WORK_COMPILED,
-        best, seen, gave_up)
+    # A part at a time, every query carrying its k best so far (a bound
+    # for the next part), and the part's memory-mapped pages dropped after
+    # it: the search's memory holds one shard's tables, not the index's.
+    best = np.full((len(q), k), -1, np.int64)
+    count = np.zeros(len(q), np.int64)
+    qw = _compiled_queries(q, parts)
+    lengths = np.asarray(parts[0].tables.lengths, np.int64)
+    for part in parts:
+      mih_numba.knn(qw, keys, lengths, *_compiled_parts([part]), total, k,
+                    float(budget), STEP_WORK_COMPILED, PROBE_WORK_COMPILED,
+                    best, count, seen, gave_up)
+      release(part.tables)
     ok = ~gave_up
     dist[ok], idx[ok] = best[ok] // total, best[ok] % total
   else:

@@ -93,8 +93,8 @@ if AVAILABLE:
 
   @numba.njit(nogil=True, cache=True)
   def knn(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
-          total, k, budget, step_work, probe_work, best_out, work_out,
-          gave_up_out):
+          total, k, budget, step_work, probe_work, best_out, count_out,
+          work_out, gave_up_out):
     """k nearest of each query over all parts (see `mih._knn_one`).
 
     Each probe step (radius s, substring j, part) runs in chunks of up to
@@ -115,9 +115,14 @@ if AVAILABLE:
       budget: work after which a query gives up (float, may be inf).
       step_work: work charged per probe step (substring, radius, part).
       probe_work: work charged per bucket probed (a verified code: 1).
-      best_out: [Q, k] int64: ascending keys distance * total + row.
+      best_out: [Q, k] int64: ascending keys distance * total + row
+        (-1 beyond count_out).
+      count_out: [Q] int64: keys held in best_out.
       work_out: [Q] int64: the work per query.
       gave_up_out: [Q] bool.
+      The four outputs are read first: a search over parts can go a part
+      per call, each query carrying its k best (a bound for the next part),
+      its work and whether it gave up (then it is skipped).
     """
     chunk = 512
     num_q = q_words.shape[0]
@@ -131,10 +136,12 @@ if AVAILABLE:
     last = np.empty(chunk, np.int64)
     sink = np.zeros(1, codes[0].dtype)
     for i in range(num_q):
+      if gave_up_out[i]:
+        continue
       best = best_out[i]
       q = q_words[i]
-      count = 0
-      work = 0
+      count = count_out[i]
+      work = work_out[i]
       done = False
       gave_up = False
       for s in range(max_len + 1):
@@ -184,5 +191,6 @@ if AVAILABLE:
       gave_up_out[i] = gave_up
       if gave_up:
         count = 0
+      count_out[i] = count
       for t in range(count, k):
         best[t] = -1
