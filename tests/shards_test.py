@@ -242,3 +242,28 @@ def test_format_1_tables_are_searched_and_compaction_rewrites_them(tmp_path):
   assert mih.load(tpath).codes is not None
   d, i, _ = mih.search(q, shards.load(path).parts(), 8, 16)
   np.testing.assert_array_equal(i, want[1])
+
+
+def test_mih_over_a_resident_budget_drops_table_pages_and_stays_exact(
+    tmp_path, monkeypatch):
+  """With a resident budget of 0 the compiled search drops every shard's
+  memory-mapped table pages after each shard (mih.release); the answers
+  are still the flat scan's."""
+  from hashjax.archive import mih  # pylint: disable=g-import-not-at-top
+  if not mih.compiled():
+    pytest.skip('numba is not installed (the `fast` extra)')
+  path, codes, _ = _grow(tmp_path, [300, 200, 250], labels=False)
+  parts = shards.load(path).parts()
+  assert all(isinstance(p[1].codes[0], np.memmap) for p in parts)
+  released = []
+  monkeypatch.setattr(mih, 'RESIDENT_BUDGET', 0)
+  monkeypatch.setattr(mih, 'release', lambda t, f=mih.release: (
+      released.append(t), f(t)))
+  assert mih.resident_bytes() > 0
+  q = index.pack(codes[[3, 400, 700]])
+  q[:, 0] ^= np.uint32(9)
+  d, i, gave_up = mih.search(q, parts, 20, 64)
+  want = topk.search(q, index.pack(codes), 20, 64)
+  np.testing.assert_array_equal(d, want[0])
+  np.testing.assert_array_equal(i, want[1])
+  assert not gave_up.any() and len(released) == 3 * 3   # every part, thrice

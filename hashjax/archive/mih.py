@@ -88,6 +88,12 @@ PROBE_WORK_COMPILED = 24
 COST_RATIO_COMPILED = 5
 
 
+# Resident memory above which the compiled search drops the pages of
+# memory-mapped tables between shards (bench/archive_disk.py: 10^8 codes,
+# 4.2 GiB of tables; dropping them after every shard cost 5-10x in speed).
+RESIDENT_BUDGET = 3 << 30
+
+
 def compiled():
   """Whether `search` runs the compiled loop (numba is installed)."""
   return mih_numba.AVAILABLE and _COMPILED
@@ -471,6 +477,16 @@ def _compiled_parts(parts):
   return offsets, rows, codes, np.array([p.offset for p in parts], np.int64)
 
 
+def resident_bytes():
+  """This process's resident memory (Linux /proc/self/statm; 0 where it
+  cannot be read, so nothing is released there)."""
+  try:
+    with open('/proc/self/statm') as f:
+      return int(f.read().split()[1]) * mmap.PAGESIZE
+  except (OSError, ValueError, IndexError):
+    return 0
+
+
 def release(tables):
   """Drops the resident pages of memory-mapped tables (np.memmap from
   `load`; in-memory tables are left alone). They stay in the page cache and
@@ -557,8 +573,10 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
   seen = np.zeros(len(q), np.int64)
   if compiled():
     # A part at a time, every query carrying its k best so far (a bound
-    # for the next part), and the part's memory-mapped pages dropped after
-    # it: the search's memory holds one shard's tables, not the index's.
+    # for the next part). Memory-mapped tables' pages stay resident until
+    # the process passes RESIDENT_BUDGET; then every part's are dropped
+    # (`release`), so a search over an index bigger than memory holds at
+    # most about the budget plus one shard's tables.
     best = np.full((len(q), k), -1, np.int64)
     count = np.zeros(len(q), np.int64)
     qw = _compiled_queries(q, parts)
@@ -567,7 +585,9 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
       mih_numba.knn(qw, keys, lengths, *_compiled_parts([part]), total, k,
                     float(budget), STEP_WORK_COMPILED, PROBE_WORK_COMPILED,
                     best, count, seen, gave_up)
-      release(part.tables)
+      if len(parts) > 1 and resident_bytes() > RESIDENT_BUDGET:
+        for p in parts:
+          release(p.tables)
     ok = ~gave_up
     dist[ok], idx[ok] = best[ok] // total, best[ok] % total
   else:
