@@ -91,7 +91,7 @@ COST_RATIO_COMPILED = 5
 # Resident memory above which the compiled search drops the pages of
 # memory-mapped tables between shards (bench/archive_disk.py: 10^8 codes,
 # 4.2 GiB of tables; dropping them after every shard cost 5-10x in speed).
-RESIDENT_BUDGET = 3 << 30
+RESIDENT_BUDGET = 5 << 29   # 2.5 GiB
 
 
 def compiled():
