@@ -12,6 +12,7 @@ _PROCESS_ID); see hashjax/parallel.py and launch/.
 """
 import hashlib
 import os
+import signal
 import sys
 import traceback
 
@@ -90,12 +91,19 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(config)
   if not _WORKDIR.value:
     print(f'hashjax: no --workdir given; using {workdir}', flush=True)
+  if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _on_sigint)
   try:
     # A network method trains (train.py); a frozen-feature one fits (fit.py).
     if methods.get(config.method).kind == 'frozen_features':
       fit.run(config, workdir)
     else:
       train.run(config, workdir)
+    if _Interrupt.seen:
+      # The KeyboardInterrupt was raised where Python ignores exceptions
+      # (a garbage-collection callback, a destructor) and the run went on
+      # to its end: still report the interrupt.
+      raise KeyboardInterrupt
   except (ValueError, FileNotFoundError, train.NonFiniteLossError,
           locking.LockedError) as e:
     _exit(f'hashjax: error: {e}', 1)
@@ -108,6 +116,16 @@ def main(argv):
     # the input pipeline's clean-up can otherwise hang at exit.
     traceback.print_exc()
     _exit('hashjax: error: the run failed (traceback above).', 1)
+
+
+class _Interrupt:
+  seen = False
+
+
+def _on_sigint(signum, frame):
+  """Ctrl-C: remembered, then Python's usual KeyboardInterrupt."""
+  _Interrupt.seen = True
+  signal.default_int_handler(signum, frame)
 
 
 def _exit(message, code):

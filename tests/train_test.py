@@ -363,3 +363,36 @@ def test_multi_label_training(tmp_path, method):
   assert 0.0 < m['map@all'] <= 1.0 and m['num_queries'] == 25   # ~20 %, stratified
   idx = search.build(str(tmp_path / 'run'), str(tmp_path / 'a.hjidx'))
   assert (idx.labels.sum(1) > 1).any()
+
+
+def test_ctrl_c_swallowed_inside_the_run_still_exits_130(monkeypatch):
+  """A KeyboardInterrupt raised where Python ignores exceptions (seen in a
+  JAX garbage-collection callback) lets the run finish; main still ends
+  with status 130 and the one-line message."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from hashjax import main as main_lib  # pylint: disable=g-import-not-at-top
+  from hashjax import methods  # pylint: disable=g-import-not-at-top
+
+  def run(config, workdir):
+    del config, workdir
+    try:
+      signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt:
+      pass   # swallowed, as in a gc callback
+
+  exits = []
+  monkeypatch.setattr(train, 'run', run)
+  monkeypatch.setattr(main_lib, '_exit', lambda msg, code: exits.append(
+      (msg, code)))
+  monkeypatch.setattr(main_lib._Interrupt, 'seen', False)  # pylint: disable=protected-access
+  monkeypatch.setattr(main_lib, '_CONFIG', type(
+      'C', (), {'value': ahcl_config.get_config()})())
+  monkeypatch.setattr(main_lib, '_WORKDIR', type('W', (), {'value': '/x'})())
+  assert methods.get('ahcl').kind != 'frozen_features'
+  previous = signal.getsignal(signal.SIGINT)
+  try:
+    main_lib.main(['hashjax.main'])
+  finally:
+    signal.signal(signal.SIGINT, previous)
+  assert exits == [('hashjax: interrupted. Checkpoints in the workdir are '
+                    'complete; rerun the same command to resume.', 130)]

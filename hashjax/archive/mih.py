@@ -641,16 +641,18 @@ def choose(n, bits, k):
 
 
 def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
-                batch=16, flat_fn=None, flat_seconds=None,
+                batch=16, first_batch=4, flat_fn=None, flat_seconds=None,
                 estimate_flat=False, flat_block=None, **flat_kwargs):
   """Exact k nearest neighbours by MIH or the flat scan, whichever is
   faster here, measured.
 
   Which wins depends on the codes (how near the k-th neighbour is) and on
   the machine, so this measures rather than predicts. `choose` sends small
-  databases and large k to the flat scan at once. Otherwise the first
-  batch of `batch` queries runs MIH with a budget of N / cost_ratio (about
-  one flat scan): a query that exhausts it is set aside for the flat scan.
+  databases and large k to the flat scan at once. Otherwise a first
+  batch of `first_batch` queries runs MIH with a budget of N / cost_ratio
+  (about one flat scan each, so where MIH cannot prune the exploration
+  costs at most `first_batch` flat scans): a query that exhausts it is set
+  aside for the flat scan.
   The next batch, with those, runs the flat scan (its first query alone,
   so a first compilation is not counted), unless `flat_seconds` is given
   or `estimate_flat` derives it from MIH's measured speed.
@@ -705,7 +707,8 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
 
   start = 0
   while start < len(q):
-    rows = np.arange(start, min(start + batch, len(q)))
+    rows = np.arange(start, min(start + (batch if start else first_batch),
+                                len(q)))
     start = rows[-1] + 1
     t_flat, t_mih = per_query('flat'), per_query('mih')
     if t_mih is not None and t_flat is not None:
