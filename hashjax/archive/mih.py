@@ -175,8 +175,8 @@ class Tables:
     return self.nbytes / max(self.n, 1)
 
   def bucket_codes(self, packed):
-    """`codes`, made from `packed` (the codes indexed) in memory if these
-    tables came from a format-1 file."""
+    """`codes`, made from `packed` (the codes indexed) in memory where
+    they are missing: by `build`, or for tables from a format-1 file."""
     if self.codes is None:
       packed = np.asarray(packed)
       self.codes = [np.take(packed, r, axis=0) for r in self.rows]
@@ -219,15 +219,15 @@ def build(packed, bits, m=None, fingerprint_=None):
     raise ValueError(f'{bits}-bit codes in {m} substrings: a substring of '
                      f'{max(lengths)} bits (a table of 2^{max(lengths)} '
                      f'buckets); use m >= {-(-bits // MAX_KEY_BITS)}.')
-  offsets, rows, ordered = [], [], []
-  codes = np.asarray(packed)
+  offsets, rows = [], []
   for start, length in zip(starts, lengths):
     o, r = _table(substring(packed, start, length), length, n)
     offsets.append(o)
     rows.append(r)
-    ordered.append(np.take(codes, r, axis=0))
-  return Tables(n, bits, starts, lengths, offsets, rows,
-                fingerprint_ or fingerprint(packed), ordered)
+  tables = Tables(n, bits, starts, lengths, offsets, rows,
+                  fingerprint_ or fingerprint(packed))
+  tables.bucket_codes(packed)
+  return tables
 
 
 # ---------------------------------------------------------------- the file
@@ -455,13 +455,6 @@ def _query_keys(q, tables):
                   1).astype(np.int64)
 
 
-def _compiled_queries(q, parts):
-  """uint32 [Q, W] queries -> [Q, W'] in the parts' word layout."""
-  if parts[0].words.dtype == np.uint64:
-    return np.ascontiguousarray(q).view(np.uint64)
-  return q
-
-
 def _compiled_parts(parts):
   """The arrays of `parts` as mih_numba.knn takes them: typed lists of the
   tables and of their bucket-ordered codes [N_p, W'] in the parts' word
@@ -498,8 +491,9 @@ def release(tables):
 
 
 def _word_layout(packed, dtype):
-  """uint32 [N, W] -> [N, W'] as `dtype` words (uint64 pairs or uint32)."""
-  packed = np.asarray(packed)
+  """uint32 [N, W] codes or queries -> [N, W'] as `dtype` words (uint64
+  pairs or uint32), the layout of a _Part's words."""
+  packed = np.ascontiguousarray(packed)
   if dtype == np.uint64:
     return packed.view(np.uint64)
   return packed
@@ -579,7 +573,7 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     # most about the budget plus one shard's tables.
     best = np.full((len(q), k), -1, np.int64)
     count = np.zeros(len(q), np.int64)
-    qw = _compiled_queries(q, parts)
+    qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
     for part in parts:
       mih_numba.knn(qw, keys, lengths, *_compiled_parts([part]), total, k,

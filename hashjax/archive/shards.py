@@ -340,6 +340,16 @@ def write_tables(path, name, m):
             shard.header['codes_sha256']).save(tpath)
 
 
+def _format_1_tables(path, name):
+  """Whether shard `name` has a tables file of format 1 (read from its
+  header only: a compaction leaves current or unreadable files alone)."""
+  try:
+    return mih.load(os.path.join(path, tables_file(name)),
+                    verify=False).codes is None
+  except (OSError, mih.BadTablesError, ValueError):
+    return False
+
+
 def hold(path):
   """The writers' lock of the index directory `path`."""
   os.makedirs(path, exist_ok=True)
@@ -417,7 +427,8 @@ def compact_held(path, target=1 << 22):
   manifest = dict(idx.manifest, mih_m=idx.mih_m())
   for group in groups:
     if len(group) == 1:
-      write_tables(path, group[0][1]['file'], idx.mih_m())  # if format 1
+      if _format_1_tables(path, group[0][1]['file']):
+        write_tables(path, group[0][1]['file'], idx.mih_m())
       entries.append(group[0][1])
       continue
     name, manifest['next_shard'] = _next_name(path)
