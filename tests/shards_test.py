@@ -257,6 +257,8 @@ def test_mih_over_a_resident_budget_drops_table_pages_and_stays_exact(
   assert all(isinstance(p[1].codes[0], np.memmap) for p in parts)
   released = []
   monkeypatch.setattr(mih, 'RESIDENT_BUDGET', 0)
+  monkeypatch.setattr(mih, 'RELEASE_STEP', 0)
+  monkeypatch.setattr(mih, '_after_release', None)
   monkeypatch.setattr(mih, 'release', lambda t, f=mih.release: (
       released.append(t), f(t)))
   assert mih.resident_bytes() > 0
@@ -267,3 +269,31 @@ def test_mih_over_a_resident_budget_drops_table_pages_and_stays_exact(
   np.testing.assert_array_equal(d, want[0])
   np.testing.assert_array_equal(i, want[1])
   assert not gave_up.any() and len(released) == 3 * 3   # every part, thrice
+
+
+def test_memory_other_than_the_tables_over_the_budget_does_not_release_every_shard(
+    tmp_path, monkeypatch):
+  """When the process stays over RESIDENT_BUDGET after a release (memory
+  that is not the tables), the next release waits for RELEASE_STEP more
+  resident memory: one release, not one after every shard of every
+  search; the answers are still the flat scan's."""
+  from hashjax.archive import mih  # pylint: disable=g-import-not-at-top
+  if not mih.compiled():
+    pytest.skip('numba is not installed (the `fast` extra)')
+  path, codes, _ = _grow(tmp_path, [300, 200, 250], labels=False)
+  parts = shards.load(path).parts()
+  released = []
+  monkeypatch.setattr(mih, 'RESIDENT_BUDGET', 1)    # below this process
+  monkeypatch.setattr(mih, 'RELEASE_STEP', 1 << 30)  # above its tables
+  monkeypatch.setattr(mih, '_after_release', None)
+  monkeypatch.setattr(mih, 'release', lambda t, f=mih.release: (
+      released.append(t), f(t)))
+  q = index.pack(codes[[3, 400, 700]])
+  want = topk.search(q, index.pack(codes), 20, 64)
+  for _ in range(2):
+    d, i, gave_up = mih.search(q, parts, 20, 64)
+    np.testing.assert_array_equal(d, want[0])
+    np.testing.assert_array_equal(i, want[1])
+    assert not gave_up.any()
+  assert len(released) == 3            # once, every part's tables
+  assert mih._after_release > mih.RESIDENT_BUDGET  # pylint: disable=protected-access

@@ -92,6 +92,12 @@ COST_RATIO_COMPILED = 5
 # memory-mapped tables between shards (bench/archive_disk.py: 10^8 codes,
 # 4.2 GiB of tables; dropping them after every shard cost 5-10x in speed).
 RESIDENT_BUDGET = 5 << 29   # 2.5 GiB
+# When a release leaves the process above the budget (memory that is not
+# the tables: a large query batch, caches), the next release waits until
+# resident memory has grown RELEASE_STEP more, instead of dropping the
+# tables after every shard (which cost 5-10x in speed).
+RELEASE_STEP = 1 << 28      # 256 MiB
+_after_release = None       # resident bytes right after the last release
 
 
 def compiled():
@@ -490,6 +496,21 @@ def release(tables):
       mapping.madvise(mmap.MADV_DONTNEED)
 
 
+def _release_level():
+  """Resident bytes at which the compiled search drops the tables' pages:
+  RESIDENT_BUDGET, or RELEASE_STEP above what the last release left."""
+  if _after_release is None:
+    return RESIDENT_BUDGET
+  return max(RESIDENT_BUDGET, _after_release + RELEASE_STEP)
+
+
+def _release_all(parts):
+  global _after_release
+  for p in parts:
+    release(p.tables)
+  _after_release = resident_bytes()
+
+
 def _word_layout(packed, dtype):
   """uint32 [N, W] codes or queries -> [N, W'] as `dtype` words (uint64
   pairs or uint32), the layout of a _Part's words."""
@@ -568,9 +589,9 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
   if compiled():
     # A part at a time, every query carrying its k best so far (a bound
     # for the next part). Memory-mapped tables' pages stay resident until
-    # the process passes RESIDENT_BUDGET; then every part's are dropped
-    # (`release`), so a search over an index bigger than memory holds at
-    # most about the budget plus one shard's tables.
+    # the process reaches _release_level() (RESIDENT_BUDGET); then every
+    # part's are dropped (`release`), so a search over an index bigger than
+    # memory holds at most about the budget plus one shard's tables.
     best = np.full((len(q), k), -1, np.int64)
     count = np.zeros(len(q), np.int64)
     qw = _word_layout(q, parts[0].words.dtype)
@@ -579,9 +600,8 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
       mih_numba.knn(qw, keys, lengths, *_compiled_parts([part]), total, k,
                     float(budget), STEP_WORK_COMPILED, PROBE_WORK_COMPILED,
                     best, count, seen, gave_up)
-      if len(parts) > 1 and resident_bytes() > RESIDENT_BUDGET:
-        for p in parts:
-          release(p.tables)
+      if len(parts) > 1 and resident_bytes() >= _release_level():
+        _release_all(parts)
     ok = ~gave_up
     dist[ok], idx[ok] = best[ok] // total, best[ok] % total
   else:
