@@ -75,7 +75,7 @@ def test_layout_and_m():
 
 @pytest.mark.parametrize('n, bits, clusters', [
     (3000, 64, 0), (3000, 64, 3), (2000, 128, 20), (2500, 48, 0),
-    (2500, 40, 5), (1500, 32, 0)])
+    (2500, 40, 5), (1500, 32, 0), (1200, 96, 4), (2000, 64, 1)])
 def test_knn_matches_stable_sort(n, bits, clusters, kernel):
   del kernel
   rng = np.random.default_rng(n + bits + clusters)

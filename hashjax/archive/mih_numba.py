@@ -12,9 +12,12 @@ contiguously in bucket order (`mih.Tables.codes`), and keeps the k best
 through another substring is recognised and dropped. Reading a bucket's
 codes as one run, instead of one random row per candidate through the
 row table, and touching the runs of 512 buckets before scanning them (so
-their cache misses overlap) made the loop 1.5-5x faster at 10^7 codes. The results are the
-same integers as the NumPy path (tests/mih_test.py runs both against the
-flat scan).
+their cache misses overlap) made the loop 1.5-5x faster at 10^7 codes.
+Counting a block of a bucket's codes against the k-th best distance in a
+loop the compiler vectorises (`_near`), and walking only the blocks that
+hold a code that can enter, made it 1.2-3.4x faster again
+(docs/benchmarks.md). The results are the same integers as the NumPy path
+(tests/mih_test.py runs both against the flat scan).
 
 Optional: `pip install numba` (the `fast` extra). Without it `mih` uses its
 NumPy loop.
@@ -28,6 +31,14 @@ except ImportError:  # the `fast` extra is not installed
   numba = None
 
 AVAILABLE = numba is not None
+# A bucket of fewer codes than SMALL is verified code by code; a larger one
+# in blocks of BLOCK codes, counted first by a vectorised loop (`_near`).
+SMALL = 16
+BLOCK = 256
+# Codes of each probed bucket touched before the buckets are scanned (a
+# whole bucket up to this size: bench/mih_m.py at 10^7 random codes, m = 4,
+# buckets of ~150 codes: 1.2-1.3x over touching 32).
+TOUCH = 512
 
 if AVAILABLE:
 
@@ -64,31 +75,114 @@ if AVAILABLE:
     return count + 1 if count < k else k
 
   @numba.njit(nogil=True, cache=True)
+  def _near(flat, width, q, bound):
+    """(codes strictly nearer than `bound`, codes at `bound`) among the
+    codes of `flat` (1-D, `width` words each). Branch-free loops over a
+    contiguous slice, which the compiler vectorises: this is where a
+    verified code's cost goes."""
+    below = np.int64(0)
+    at = np.int64(0)
+    if width == 1:
+      q0 = q[0]
+      for u in range(flat.shape[0]):
+        d = np.int64(_ctpop(flat[u] ^ q0))
+        below += d < bound
+        at += d == bound
+    elif width == 2:
+      q0, q1 = q[0], q[1]
+      for u in range(flat.shape[0] // 2):
+        d = (np.int64(_ctpop(flat[2 * u] ^ q0)) +
+             np.int64(_ctpop(flat[2 * u + 1] ^ q1)))
+        below += d < bound
+        at += d == bound
+    else:
+      for u in range(flat.shape[0] // width):
+        d = np.int64(0)
+        for w in range(width):
+          d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
+        below += d < bound
+        at += d == bound
+    return below, at
+
+  @numba.njit(nogil=True, cache=True)
+  def _distances(flat, width, q, dist):
+    """dist[u] = the distance to q of code u of `flat` (1-D, `width` words
+    a code), vectorised like `_near`."""
+    if width == 1:
+      q0 = q[0]
+      for u in range(flat.shape[0]):
+        dist[u] = np.int64(_ctpop(flat[u] ^ q0))
+    elif width == 2:
+      q0, q1 = q[0], q[1]
+      for u in range(flat.shape[0] // 2):
+        dist[u] = (np.int64(_ctpop(flat[2 * u] ^ q0)) +
+                   np.int64(_ctpop(flat[2 * u + 1] ^ q1)))
+    else:
+      for u in range(flat.shape[0] // width):
+        d = np.int64(0)
+        for w in range(width):
+          d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
+        dist[u] = d
+
+  @numba.njit(nogil=True, cache=True)
   def _scan(codes, rows, first, last, n_buckets, q, base, total, k, best,
-            count, sink):
+            count, sink, dist):
     """Verifies the buckets [first[t], last[t]) of one table: their codes
     are contiguous in `codes` (bucket order). A candidate's row is read
     only when its distance could enter the k best. Returns the new count.
 
-    The buckets' cache lines are touched first in a tight loop of
-    independent loads, so their misses overlap, then scanned (`sink`, a
-    scratch word, keeps those loads from being optimised away)."""
+    The buckets' first TOUCH codes are read first in a tight loop of
+    independent loads, so their cache misses overlap (`sink`, a scratch
+    word, keeps those loads from being optimised away). A bucket of fewer
+    than SMALL codes is then verified code by code. A larger one goes in
+    blocks of BLOCK codes: `_near` counts the block's codes nearer than
+    the k-th best distance and at it, in a vectorised loop; only a block
+    holding a code that can enter the k best gets its distances
+    (`_distances`, into `dist`) and a pass over them that inserts. A code
+    at exactly the k-th best distance enters only with a smaller row, and
+    rows ascend within a bucket, so a block with only such ties needs the
+    pass only if its first row is below the k-th best's."""
     width = q.shape[0]
+    flat = codes.reshape(-1)
     touch = codes.dtype.type(0)
     for t in range(n_buckets):
-      for u in range(first[t], min(last[t], first[t] + 32), 8):
-        touch ^= codes[u, 0]
+      for u in range(first[t], min(last[t], first[t] + TOUCH), 8):
+        touch ^= flat[u * width]
     sink[0] ^= touch
     for t in range(n_buckets):
-      for u in range(first[t], last[t]):
-        d = np.int64(0)
-        for w in range(width):
-          d += np.int64(_ctpop(codes[u, w] ^ q[w]))
-        cut = d * total + base
-        if count < k or cut < best[count - 1]:
-          key = cut + rows[u]
-          if count < k or key < best[count - 1]:
-            count = _insert(best, count, k, key)
+      lo = first[t]
+      while lo < last[t]:
+        hi = min(last[t], lo + BLOCK)
+        if hi - lo < SMALL:
+          for u in range(lo, hi):
+            d = np.int64(0)
+            for w in range(width):
+              d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
+            cut = d * total + base
+            if count < k or cut < best[count - 1]:
+              key = cut + rows[u]
+              if count < k or key < best[count - 1]:
+                count = _insert(best, count, k, key)
+          lo = hi
+          continue
+        if count < k:
+          walk = True
+        else:
+          bound = best[k - 1] // total
+          below, at = _near(flat[lo * width:hi * width], width, q, bound)
+          walk = below > 0 or (at > 0 and
+                               base + rows[lo] < best[k - 1] % total)
+        if walk:
+          _distances(flat[lo * width:hi * width], width, q, dist)
+          bound = (np.int64(1) << 62) if count < k else best[k - 1] // total
+          for u in range(hi - lo):
+            if dist[u] <= bound:
+              key = dist[u] * total + base + rows[lo + u]
+              if count < k or key < best[count - 1]:
+                count = _insert(best, count, k, key)
+                if count == k:
+                  bound = best[k - 1] // total
+        lo = hi
     return count
 
   @numba.njit(nogil=True, cache=True)
@@ -135,6 +229,7 @@ if AVAILABLE:
     first = np.empty(chunk, np.int64)
     last = np.empty(chunk, np.int64)
     sink = np.zeros(1, codes[0].dtype)
+    dist = np.empty(BLOCK, np.int64)
     for i in range(num_q):
       if gave_up_out[i]:
         continue
@@ -177,7 +272,7 @@ if AVAILABLE:
                 work += last[t] - first[t]
               count = _scan(codes[p * m + j], rows[p * m + j], first, last,
                             n_masks, q, part_offsets[p], total, k, best,
-                            count, sink)
+                            count, sink, dist)
             if work > budget:
               gave_up = True
           if gave_up:
