@@ -1,19 +1,21 @@
 """What a unit of MIH work costs, in flat-scan code visits.
 
-  python bench/mih_cost.py [--n=10000000] [--queries=200]
+  python bench/mih_cost.py [--n=10000000] [--queries=200] [--m=3,4]
 
 mih.search counts its work per query as buckets probed x probe weight +
 codes verified; search_auto turns that into time with mih.unit_cost().
 This separates the two: for random and clustered 64-bit codes (as
-bench/archive.py makes them) and k = 1, 10, 100 it runs mih.search with
+bench/archive.py makes them) k = 1, 10, 100 and each substring count m (tables of
+small and large buckets) it runs mih.search with
 the probe weight 0 and 1 (the difference is the buckets probed), times it
 (best of 3) and the flat scan (topk.search), and prints the MIH time per
 query in flat-scan code visits (MIH seconds / (flat seconds / N)) beside
 the probes and codes verified. A least-squares fit of visits = a x probes
-+ b x codes over the rows gives the two costs: PROBE_WORK_COMPILED is
++ b x codes over the rows (relative errors) gives the two costs: PROBE_WORK_COMPILED is
 about a / b and COST_RATIO_COMPILED about b (hashjax/archive/mih.py).
 """
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -31,23 +33,28 @@ def main():
   p = argparse.ArgumentParser()
   p.add_argument('--n', type=float, default=1e7)
   p.add_argument('--queries', type=int, default=200)
+  p.add_argument('--m', default='3,4')
   args = p.parse_args()
   n, bits = int(args.n), 64
   print(f'mih.compiled() = {mih.compiled()}; N = {n:,}, {bits} bits, '
         f'{args.queries} queries\n')
-  print('| codes | k | probes /query | codes verified /query | mih q/s | '
+  print('| codes | m | k | probes /query | codes verified /query | mih q/s | '
         'flat q/s | mih in flat visits /query |')
-  print('|---|---:|---:|---:|---:|---:|---:|')
+  print('|---|---:|---:|---:|---:|---:|---:|---:|')
   fit = []
   for kind in ('random', 'clustered'):
     db, q = archive.chunked_codes(kind, n, args.queries, bits,
                                   np.random.default_rng(0))
-    parts = [(db, mih.build(db, bits), 0)]
-    for k in (1, 10, 100):
+    for m, k in itertools.product(
+        [int(x) for x in args.m.split(',')], (1, 10, 100)):
+      if k == 1:
+        parts = [(db, mih.build(db, bits, m=m), 0)]
       topk.search(q[:64], db, k, bits)
-      t0 = time.perf_counter()
-      topk.search(q, db, k, bits)
-      flat = (time.perf_counter() - t0) / len(q)
+      flat = np.inf
+      for _ in range(3):
+        t0 = time.perf_counter()
+        topk.search(q, db, k, bits)
+        flat = min(flat, (time.perf_counter() - t0) / len(q))
       res = {}
       for weight in (0, 1):
         mih.PROBE_WORK_COMPILED = weight
@@ -62,11 +69,12 @@ def main():
       probes = res[1][1] - codes
       visits = res[1][0] / (flat / n)
       fit.append((probes, codes, visits))
-      print(f'| {kind} | {k} | {probes:,.0f} | {codes:,.0f} | '
+      print(f'| {kind} | {m} | {k} | {probes:,.0f} | {codes:,.0f} | '
             f'{1 / res[1][0]:,.0f} | {1 / flat:,.0f} | {visits:,.0f} |',
             flush=True)
-  a, b = np.linalg.lstsq(np.array([f[:2] for f in fit]),
-                         np.array([f[2] for f in fit]), rcond=None)[0]
+  fit = np.array(fit)   # relative errors: each row divided by its visits
+  a, b = np.linalg.lstsq(fit[:, :2] / fit[:, 2:], np.ones(len(fit)),
+                         rcond=None)[0]
   print(f'\nfit: a probe ~ {a:.0f} flat visits, a verified code ~ {b:.1f}; '
         f'probe weight a/b ~ {a / b:.0f}')
 

@@ -14,7 +14,6 @@ underrates MIH on small tables that stay in cache). Then the model for
 every valid m. Every MIH result is checked equal to the flat scan's.
 """
 import argparse
-import math
 import os
 import sys
 import time
@@ -28,36 +27,10 @@ from hashjax.archive import topk  # pylint: disable=g-import-not-at-top,wrong-im
 import archive  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def _within(length, s):
-  """P(a uniformly random length-bit key is within s bits of a given one)."""
-  return sum(math.comb(length, i) for i in range(s + 1)) / 2.0 ** length
-
-
-def predicted_work(n, bits, m, k):
-  """(buckets probed, codes verified) per query that mih.search needs on
-  n uniformly random codes: the k-th neighbour's expected distance d (the
-  smallest d with n P(distance <= d) >= k), then the probes and the
-  candidates of the step (s, j) = divmod(d, m) that certifies it (tables
-  0..j at radius s, the others at s - 1)."""
-  k = min(k, n)
-  d = next(d for d in range(bits + 1) if n * _within(bits, d) >= k)
-  s, j = divmod(d, m)
-  probes = candidates = 0.0
-  for t, length in enumerate(mih.layout(bits, m)[1]):
-    r = min(s if t <= j else s - 1, length)
-    if r >= 0:
-      probes += sum(math.comb(length, i) for i in range(r + 1))
-      candidates += n * _within(length, r)
-  return probes, candidates
-
-
 def predicted_speedup(n, bits, m, k):
   """The compiled search's predicted speed over the flat scan on random
-  codes: n flat-scan visits over predicted_work, a probe costed
-  PROBE_WORK_COMPILED units and a unit COST_RATIO_COMPILED visits."""
-  probes, candidates = predicted_work(n, bits, m, k)
-  return n / (mih.COST_RATIO_COMPILED * (mih.PROBE_WORK_COMPILED * probes
-                                         + candidates))
+  codes: n flat-scan visits over mih.predicted_cost."""
+  return n / mih.predicted_cost(n, bits, m, k)
 
 
 def best_of(n, fn, *args, **kwargs):

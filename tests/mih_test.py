@@ -59,8 +59,21 @@ def shards(packed, bits, cuts, m=None):
 def test_layout_and_m():
   assert mih.layout(64, 3) == ([0, 22, 43], [22, 21, 21])
   assert mih.layout(40, 3) == ([0, 14, 27], [14, 13, 13])
-  assert mih.choose_m(10**6, 64) == 3 and mih.choose_m(10**7, 64) == 3
-  assert mih.choose_m(10**6, 128) == 6
+  assert mih.paper_m(10**6, 64) == 3 and mih.paper_m(10**7, 64) == 3
+  assert mih.paper_m(10**6, 128) == 6
+  # The cost model: larger buckets than the paper's where probes dominate.
+  assert mih.choose_m(10**7, 64) == 4 and mih.choose_m(10**8, 64) == 3
+  for n, bits in ((10**5, 64), (10**7, 64), (10**7, 128), (10**9, 256)):
+    m = mih.choose_m(n, bits)
+    assert mih.paper_m(n, bits) <= m <= mih.paper_m(n, bits) + 2
+    costs = {c: mih.predicted_cost(n, bits, c, 10) for c in
+             range(mih.paper_m(n, bits), mih.paper_m(n, bits) + 3)
+             if max(mih.layout(bits, c)[1]) >= mih.MIN_KEY_BITS}
+    assert costs[m] == min(costs.values())
+  probes, candidates = mih.predicted_work(10**7, 64, 3, 1)
+  # d = 12 = 3 * 4 + 0: table 0 (22 bits) at radius 4, the others at 3.
+  assert round(probes) == (1 + 22 + 231 + 1540 + 7315) + 2 * (1 + 21 + 210 + 1330)
+  assert 0 < candidates < 10**5
   for n in (10, 1000, 10**9):
     for bits in (16, 32, 48, 64, 128, 256):
       m = mih.choose_m(n, bits)

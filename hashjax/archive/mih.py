@@ -80,12 +80,13 @@ STEP_WORK = 512
 # random reads: its bounds, the start of its codes) costs about
 # PROBE_WORK_COMPILED verified codes (read in runs), and a unit of that
 # work about COST_RATIO_COMPILED flat-scan code visits. bench/mih_cost.py
-# at 10^7 x 64 bits, two runs: a probe 118-141 flat visits, a verified
-# code 5.8-6.3 (docs/benchmarks.md).
+# at 10^7 x 64 random codes, m = 3 and 4 (buckets of ~2 and ~150 codes),
+# fitted on relative errors: a probe 167 flat visits, a verified code 4.1
+# (clustered codes, read in long runs, cost less: 1-2).
 _COMPILED = True
 STEP_WORK_COMPILED = 0
-PROBE_WORK_COMPILED = 24
-COST_RATIO_COMPILED = 5
+PROBE_WORK_COMPILED = 41
+COST_RATIO_COMPILED = 4
 
 
 # Resident memory above which the compiled search drops the pages of
@@ -115,13 +116,65 @@ class BadTablesError(ValueError):
   """A problem with a tables file (the message names the file and the fix)."""
 
 
-def choose_m(n, bits):
-  """Substrings per code: m ~ bits / log2(n) (the paper's rule), clipped
-  so each substring has MIN_KEY_BITS..MAX_KEY_BITS bits (and m >= 1)."""
+def _within(length, s):
+  """P(a uniformly random length-bit key is within s bits of a given one)."""
+  return sum(math.comb(length, i) for i in range(s + 1)) / 2.0 ** length
+
+
+def predicted_work(n, bits, m, k):
+  """(buckets probed, codes verified) per query that `search` needs on n
+  uniformly random codes: the k-th neighbour's expected distance d (the
+  smallest d with n P(distance <= d) >= k), then the probes and the
+  candidates of the step (s, j) = divmod(d, m) that certifies it (tables
+  0..j at radius s, the others at s - 1)."""
+  k = max(1, min(k, n))
+  d = next(d for d in range(bits + 1) if n * _within(bits, d) >= k)
+  s, j = divmod(d, m)
+  probes = candidates = 0.0
+  for t, length in enumerate(layout(bits, m)[1]):
+    r = min(s if t <= j else s - 1, length)
+    if r >= 0:
+      probes += sum(math.comb(length, i) for i in range(r + 1))
+      candidates += n * _within(length, r)
+  return probes, candidates
+
+
+def predicted_cost(n, bits, m, k):
+  """The compiled search's predicted time per query on n uniformly random
+  codes, in flat-scan code visits (a flat scan costs n): predicted_work
+  with a probe costed PROBE_WORK_COMPILED units and a unit
+  COST_RATIO_COMPILED visits. bench/mih_m.py prints it beside
+  measurements (within 25 % at 10^7)."""
+  probes, candidates = predicted_work(n, bits, m, k)
+  return COST_RATIO_COMPILED * (PROBE_WORK_COMPILED * probes + candidates)
+
+
+def paper_m(n, bits):
+  """The paper's m ~ bits / log2(n), clipped so each substring has
+  MIN_KEY_BITS..MAX_KEY_BITS bits (and m >= 1)."""
   m = round(bits / math.log2(max(n, 2)))
   m = max(m, -(-bits // MAX_KEY_BITS))
   m = min(m, max(1, bits // MIN_KEY_BITS))
   return max(1, min(m, bits))
+
+
+def choose_m(n, bits, k=10):
+  """Substrings per code for n codes: of the m from paper_m(n, bits) to
+  two more (each substring MIN_KEY_BITS..MAX_KEY_BITS bits; each m costs
+  a copy of the codes and a row table), the one `predicted_cost` rates
+  fastest at k on uniformly random codes (the hardest case: codes as a
+  trained model makes them have nearer neighbours); the smaller on a tie.
+
+  The paper's rule counts every probe and candidate alike; here a probe
+  costs ~40 verified codes, so buckets are worth making larger: 4
+  substrings at 10^7 x 64 bits (paper: 3), 3 at 10^8. bench/mih_m.py at
+  10^7 x 64: m = 4 over m = 3 was 2-4x on random codes and 0.5-0.7x on
+  clustered ones, which stay >= 7x the flat scan (docs/benchmarks.md)."""
+  lo = paper_m(n, bits)
+  hi = max(lo, min(lo + 2, bits // MIN_KEY_BITS))
+  n = max(int(n), 1)
+  return min(range(lo, hi + 1),
+             key=lambda m: (predicted_cost(n, bits, m, k), m))
 
 
 def layout(bits, m):
