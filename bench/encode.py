@@ -8,7 +8,10 @@ trainer's inference (inference.encode over every image, as evaluation
 encodes the database) and `hashjax/archive/encode.py` writing a sharded
 index (listing without decoding, the pipeline that skips unreadable
 images, shard files, manifest), at each shard size. Prints images/s and
-the ratio archive / inference per round. Both are compiled before timing.
+the ratio archive / inference per round, then the median ratio per shard
+size. Odd rounds time inference first, even rounds last (so a drift of the
+machine's speed during a round does not favour one side). Both are compiled
+before timing.
 """
 import argparse
 import os
@@ -44,22 +47,36 @@ def main():
       f'archive encode, shards of {s} img/s (ratio)'
       for s in a.shard_sizes.split(',')) + ' |')
   print('|---|---|' + '---|' * len(a.shard_sizes.split(',')))
-  for r in range(1, a.rounds + 1):
+  sizes = [int(s) for s in a.shard_sizes.split(',')]
+  ratios = {size: [] for size in sizes}
+
+  def inference():
     t0 = time.perf_counter()
     encoder(image_set, np.arange(n))
-    base = n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0)
+
+  def archive(size):
+    out = tempfile.mkdtemp(prefix='bench_encode_')
+    try:
+      t0 = time.perf_counter()
+      encode.encode(encoder, image_set, os.path.join(out, 'idx'),
+                    source=source, shard_size=size, log=lambda *_: None)
+      return n / (time.perf_counter() - t0)
+    finally:
+      shutil.rmtree(out)
+
+  for r in range(1, a.rounds + 1):
+    base = inference() if r % 2 else None
+    rates = [archive(size) for size in sizes]
+    if base is None:
+      base = inference()
     cells = []
-    for size in (int(s) for s in a.shard_sizes.split(',')):
-      out = tempfile.mkdtemp(prefix='bench_encode_')
-      try:
-        t0 = time.perf_counter()
-        encode.encode(encoder, image_set, os.path.join(out, 'idx'),
-                      source=source, shard_size=size, log=lambda *_: None)
-        rate = n / (time.perf_counter() - t0)
-      finally:
-        shutil.rmtree(out)
+    for size, rate in zip(sizes, rates):
+      ratios[size].append(rate / base)
       cells.append(f'{rate:.1f} ({rate / base:.2f})')
     print(f'| {r} | {base:.1f} | ' + ' | '.join(cells) + ' |', flush=True)
+  print('| median ratio | | ' + ' | '.join(
+      f'{np.median(ratios[size]):.2f}' for size in sizes) + ' |')
 
 
 if __name__ == '__main__':

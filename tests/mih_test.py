@@ -86,6 +86,27 @@ def test_layout_and_m():
     np.testing.assert_array_equal(mih.substring(packed, start, length), want)
 
 
+def test_m_chosen_from_the_codes(monkeypatch):
+  """Clustered codes (a trained model's) keep the paper's m, uniformly
+  random ones get the cost model's larger m; deterministic; a tiny index
+  or no numba falls back to the model."""
+  if not mih_numba.AVAILABLE:
+    pytest.skip('numba is not installed (the `fast` extra)')
+  rng = np.random.default_rng(5)
+  n, bits = 1 << 16, 64
+  rand, clustered = codes(n, bits, 0, rng), codes(n, bits, 3, rng)
+  assert (mih.paper_m(n, bits), mih.choose_m(n, bits)) == (4, 6)
+  assert mih.choose_m_for(rand, bits) == 6
+  assert mih.choose_m_for(clustered, bits) == 4
+  assert mih.choose_m_for(clustered, bits) == 4          # no randomness
+  # A first part standing for a bigger index: m for 10^7 codes.
+  assert mih.choose_m_for(rand, bits, n=10**7) == mih.choose_m(10**7, bits)
+  assert mih.choose_m_for(clustered, bits, n=10**7) == mih.paper_m(10**7, 64)
+  assert mih.choose_m_for(clustered[:4000], bits) == mih.choose_m(4000, bits)
+  monkeypatch.setattr(mih, '_COMPILED', False)
+  assert mih.choose_m_for(clustered, bits) == mih.choose_m(n, bits)
+
+
 @pytest.mark.parametrize('n, bits, clusters', [
     (3000, 64, 0), (3000, 64, 3), (2000, 128, 20), (2500, 48, 0),
     (2500, 40, 5), (1500, 32, 0), (1200, 96, 4), (2000, 64, 1)])

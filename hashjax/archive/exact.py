@@ -29,12 +29,13 @@ def _check(algorithm):
 def parts(idx, verify=True):
   """[(packed, mih.Tables, first row)] of a loaded index: a sharded index's
   tables files (ShardedIndex.parts), or tables built in memory for a
-  single-file index."""
+  single-file index (m chosen from its codes: mih.choose_m_for)."""
   if hasattr(idx, 'parts'):
     return idx.parts(verify)
   if getattr(idx, 'mih_parts', None) is None:   # built once per Index
     idx.mih_parts = [(idx.packed, mih.build(
-        idx.packed, idx.bits, None, idx.header.get('codes_sha256')), 0)]
+        idx.packed, idx.bits, mih.choose_m_for(idx.packed, idx.bits),
+        idx.header.get('codes_sha256')), 0)]
   return idx.mih_parts
 
 

@@ -177,6 +177,68 @@ def choose_m(n, bits, k=10):
              key=lambda m: (predicted_cost(n, bits, m, k), m))
 
 
+def choose_m_for(packed, bits, n=None, k=10, sample=1 << 20, queries=64):
+  """Substrings per code chosen from the codes themselves: of the m that
+  `choose_m` considers, the one that needs the least work on these codes.
+
+  Codes as a trained model makes them (clusters) have near neighbours in
+  buckets that longer substrings keep small; uniformly random ones need
+  shorter substrings. Up to `sample` codes (a random subset of `packed`)
+  get tables for each m, and `queries` other codes of `packed` are
+  searched in them for their k' = k * sample / n nearest (so that the
+  k'-th neighbour in the sample lies about where the k-th lies in n
+  codes): the buckets probed and the codes verified, the latter scaled by
+  n / sample, costed as `predicted_cost` costs them. Deterministic (a
+  fixed seed, work counts, no timing). Falls back to `choose_m(n, bits,
+  k)` without numba or with fewer than 4,096 codes.
+
+  Args:
+    packed: uint32 [N', W] codes of the index (all or a first part).
+    bits: code length.
+    n: the index's size (default N').
+  """
+  have = packed.shape[0]
+  n = have if n is None else max(int(n), have)
+  lo = paper_m(n, bits)
+  hi = max(lo, min(lo + 2, bits // MIN_KEY_BITS))
+  if lo == hi or have < 4096 or not compiled():
+    return choose_m(n, bits, k)
+  rng = np.random.default_rng(0)
+  order = rng.permutation(have)
+  size = min(sample, have - queries)
+  table_rows = np.sort(order[:size])
+  s = np.ascontiguousarray(packed[table_rows], np.uint32)
+  q = np.ascontiguousarray(packed[np.sort(order[size:size + queries])],
+                           np.uint32)
+  k_s = max(1, round(k * size / n))
+  costs = {}
+  for m in range(lo, hi + 1):
+    if max(layout(bits, m)[1]) > MAX_KEY_BITS:
+      continue
+    parts = [(s, build(s, bits, m=m, fingerprint_='sample'), 0)]
+    probes, codes = _work(q, parts, k_s, bits)
+    costs[m] = PROBE_WORK_COMPILED * probes + codes * (n / size)
+  return min(costs, key=lambda m: (costs[m], m))
+
+
+def _work(q, parts, k, bits):
+  """(buckets probed, codes verified) per query of the compiled search."""
+  parts = _parts(parts, bits)
+  total = sum(p.n for p in parts)
+  k = int(min(k, total))
+  keys = _query_keys(q, parts[0].tables)
+  qw = _word_layout(q, parts[0].words.dtype)
+  lengths = np.asarray(parts[0].tables.lengths, np.int64)
+  out = []
+  for probe_work in (0, 1):
+    seen = np.zeros(len(q), np.int64)
+    mih_numba.knn(qw, keys, lengths, *_compiled_parts(parts), total, k,
+                  np.inf, 0, probe_work, np.full((len(q), k), -1, np.int64),
+                  np.zeros(len(q), np.int64), seen, np.zeros(len(q), bool))
+    out.append(seen.mean())
+  return out[1] - out[0], out[0]
+
+
 def layout(bits, m):
   """(starts, lengths) of m contiguous substrings of a `bits`-bit code,
   the longer ones first, lengths differing by at most one."""

@@ -301,16 +301,18 @@ def commit(path, names, *, bits, class_names=None, source=None,
   """Adds the shard files `names` (already in the directory `path`) to its
   manifest, creating the index if it has none, and writes each shard's
   multi-index hashing tables where missing. The caller holds the lock
-  (`hold`). `expected`: the index's expected size, which sets the tables'
-  substrings when the index is created; `plan`: an encode to record as
-  finished. Returns the manifest written."""
+  (`hold`). `expected`: the index's expected size; with the codes of
+  `names` it sets the tables' substrings when the index is created
+  (`mih.choose_m_for`); `plan`: an encode to record as finished. Returns
+  the manifest written."""
   if os.path.exists(manifest_path(path)):
     manifest = read_manifest(path)
   else:
     manifest = dict(format=FORMAT, version=VERSION, bits=int(bits),
                     words=-(-int(bits) // 32), class_names=class_names,
                     source=source or {}, shards=[], next_shard=0,
-                    mih_m=mih.choose_m(expected or 1, int(bits)), encodes=[])
+                    mih_m=_choose_m(path, names, int(bits), expected),
+                    encodes=[])
   listed = {e['file'] for e in manifest['shards']}
   for name in names:
     if name not in listed:
@@ -322,6 +324,22 @@ def commit(path, names, *, bits, class_names=None, source=None,
   if plan:
     manifest['encodes'] = manifest.get('encodes', []) + [plan]
   return _write_manifest(path, manifest)
+
+
+def _choose_m(path, names, bits, expected, limit=(1 << 20) + 64):
+  """mih.choose_m_for over the codes of the shard files `names` (in name
+  order, up to `limit` codes), for an index of `expected` codes."""
+  codes, have = [], 0
+  for name in sorted(names):
+    if have >= limit:
+      break
+    packed = index_lib.load(os.path.join(path, name), verify=False).packed
+    codes.append(np.asarray(packed[:limit - have]))
+    have += len(codes[-1])
+  if not have:
+    return mih.choose_m(expected or 1, bits)
+  return mih.choose_m_for(np.concatenate(codes), bits,
+                          n=max(expected or 0, have))
 
 
 def write_tables(path, name, m):
