@@ -159,17 +159,18 @@ def paper_m(n, bits):
 
 
 def choose_m(n, bits, k=10):
-  """Substrings per code for n codes: of the m from paper_m(n, bits) to
-  two more (each substring MIN_KEY_BITS..MAX_KEY_BITS bits; each m costs
-  a copy of the codes and a row table), the one `predicted_cost` rates
-  fastest at k on uniformly random codes (the hardest case: codes as a
-  trained model makes them have nearer neighbours); the smaller on a tie.
+  """Substrings per code for n codes, without looking at them: of the m
+  from paper_m(n, bits) to two more (each substring MIN_KEY_BITS..
+  MAX_KEY_BITS bits; each m costs a copy of the codes and a row table),
+  the one `predicted_cost` rates fastest at k on uniformly random codes;
+  the smaller on a tie. `choose_m_for` decides from the codes themselves
+  and falls back to this.
 
   The paper's rule counts every probe and candidate alike; here a probe
-  costs ~40 verified codes, so buckets are worth making larger: 4
-  substrings at 10^7 x 64 bits (paper: 3), 3 at 10^8. bench/mih_m.py at
-  10^7 x 64: m = 4 over m = 3 was 2-4x on random codes and 0.5-0.7x on
-  clustered ones, which stay >= 7x the flat scan (docs/benchmarks.md)."""
+  costs ~40 verified codes, so buckets are worth making larger on random
+  codes: 4 substrings at 10^7 x 64 bits (paper: 3), 3 at 10^8.
+  bench/mih_m.py at 10^7 x 64: m = 4 over m = 3 was 2-4x on random codes
+  but 0.5-0.7x on clustered ones (docs/benchmarks.md)."""
   lo = paper_m(n, bits)
   hi = max(lo, min(lo + 2, bits // MIN_KEY_BITS))
   n = max(int(n), 1)
