@@ -5,7 +5,7 @@
       [--queries=200] [--centres=7] [--flip=0.1] [--nflip=2]
 
 One run, side by side, a markdown table per section. For each (codes,
-bits, N, k): queries/s of
+bits, N, k): queries/s (flat, mih and auto: best of 3 calls) of
   flat     hashjax topk.search (compiled before timing), the index a numpy
            array (each search copies it to the device);
   mih      hashjax mih.search, no candidate budget, m chosen from the
@@ -68,6 +68,13 @@ def timed(fn, *args, **kwargs):
   return out, time.perf_counter() - t0
 
 
+def best_of(n, fn, *args, **kwargs):
+  """(output, least seconds) of n calls: one slow call (the machine is
+  shared) does not decide a cell."""
+  runs = [timed(fn, *args, **kwargs) for _ in range(n)]
+  return runs[-1][0], min(t for _, t in runs)
+
+
 def rss():
   with open('/proc/self/statm') as f:
     return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
@@ -107,11 +114,12 @@ def run_cell(a, kind, bits, n, faiss, rows, radius_rows, builds):
   for k in (int(x) for x in a.k.split(',')):
     row = dict(codes=kind, bits=bits, n=n, k=k)
     topk.search(q[:64], db, k, bits)                      # compile
-    (fd, fi), t = timed(topk.search, q, db, k, bits)
+    (fd, fi), t = best_of(3, topk.search, q, db, k, bits)
     row['flat'] = nq / t
     mih.search(q[:8], parts, k, bits)     # the cached XOR masks
     stats = {}
-    (md, mi, gave_up), t = timed(mih.search, q, parts, k, bits, stats=stats)
+    (md, mi, gave_up), t = best_of(3, mih.search, q, parts, k, bits,
+                                   stats=stats)
     row['mih'] = nq / t
     row['ratio'] = (t / stats['candidates'].sum()) / (1 / row['flat'] / n)
     row['cand'] = stats['candidates'].mean()   # probes + rows verified
@@ -121,7 +129,7 @@ def run_cell(a, kind, bits, n, faiss, rows, radius_rows, builds):
     kk = min(k, n)
     auto = lambda qq: exact.nearest_codes(db, bits, lambda: parts, qq, k)  # pylint: disable=unnecessary-lambda-assignment,cell-var-from-loop
     auto(q[:32])                                          # compile
-    (ad, ai), t = timed(auto, q)
+    (ad, ai), t = best_of(3, auto, q)
     row['auto'] = nq / t
     if not (np.array_equal(ad, fd) and np.array_equal(ai, fi)):
       loud(f'auto != flat at {kind} {bits} bits N={n} k={k}')
