@@ -297,3 +297,27 @@ def test_memory_other_than_the_tables_over_the_budget_does_not_release_every_sha
     assert not gave_up.any()
   assert len(released) == 3            # once, every part's tables
   assert mih._after_release > mih.RESIDENT_BUDGET  # pylint: disable=protected-access
+
+
+def test_radius_search_drops_the_tables_pages_between_shards(
+    tmp_path, monkeypatch):
+  """Radius search goes a shard at a time and, over the memory budget,
+  drops the memory-mapped tables' pages as the k-nearest search does; its
+  answers are the flat scan's."""
+  from hashjax.archive import mih  # pylint: disable=g-import-not-at-top
+  path, codes, _ = _grow(tmp_path, [300, 200, 250], labels=False)
+  parts = shards.load(path).parts()
+  released = []
+  monkeypatch.setattr(mih, 'RESIDENT_BUDGET', 1)    # below this process
+  monkeypatch.setattr(mih, 'RELEASE_STEP', 0)
+  monkeypatch.setattr(mih, '_after_release', None)
+  monkeypatch.setattr(mih, 'release', lambda t, f=mih.release: (
+      released.append(t), f(t)))
+  q = index.pack(codes[[3, 400, 700]])
+  got = mih.radius(q, parts, 24, 64)
+  want = mih.radius_flat(q, index.pack(codes), 24, 64)
+  for (gd, gi), (wd, wi) in zip(got, want):
+    np.testing.assert_array_equal(gd, wd)
+    np.testing.assert_array_equal(gi, wi)
+  assert sum(len(g[0]) for g in got) > 3              # more than the hits
+  assert len(released) == 3 * 3        # after each part, every part's

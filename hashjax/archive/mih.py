@@ -908,6 +908,10 @@ def _radius_one(q, keys, parts, r, total):
 def radius(q_packed, parts, r, bits):
   """Every item within Hamming distance r of each query, by MIH.
 
+  A part (shard) at a time for every query, so that, as in `search`,
+  memory-mapped tables' pages are dropped between parts once the process
+  passes _release_level() (an index bigger than memory).
+
   Returns:
     A list with, per query, (dist int32, idx int64) sorted by (distance,
     global index).
@@ -916,8 +920,18 @@ def radius(q_packed, parts, r, bits):
   total = sum(p.n for p in parts)
   q = np.ascontiguousarray(q_packed, np.uint32)
   keys = _query_keys(q, parts[0].tables)
-  return [_radius_one(q[i], keys[i], parts, int(r), total)
-          for i in range(len(q))]
+  found = [[] for _ in range(len(q))]
+  for part in parts:
+    for i in range(len(q)):
+      d, idx = _radius_one(q[i], keys[i], [part], int(r), total)
+      found[i].append(d.astype(np.int64) * total + idx)
+    if len(parts) > 1 and resident_bytes() >= _release_level():
+      _release_all(parts)
+  out = []
+  for f in found:
+    best = np.sort(np.concatenate(f))   # parts hold different rows
+    out.append(((best // total).astype(np.int32), best % total))
+  return out
 
 
 def radius_flat(q_packed, packed, r, bits, chunk=1 << 15, row_offset=0):
