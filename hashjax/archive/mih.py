@@ -204,13 +204,11 @@ def choose_m_for(packed, bits, n=None, k=10, sample=1 << 20, queries=64):
   hi = max(lo, min(lo + 2, bits // MIN_KEY_BITS))
   if lo == hi or have < 4096 or not compiled():
     return choose_m(n, bits, k)
-  rng = np.random.default_rng(0)
-  order = rng.permutation(have)
   size = min(sample, have - queries)
-  table_rows = np.sort(order[:size])
-  s = np.ascontiguousarray(packed[table_rows], np.uint32)
-  q = np.ascontiguousarray(packed[np.sort(order[size:size + queries])],
-                           np.uint32)
+  picks = np.random.default_rng(0).choice(have, size + queries,
+                                          replace=False)   # not all N rows
+  s = np.ascontiguousarray(packed[np.sort(picks[:size])], np.uint32)
+  q = np.ascontiguousarray(packed[np.sort(picks[size:])], np.uint32)
   k_s = max(1, round(k * size / n))
   costs = {}
   for m in range(lo, hi + 1):
