@@ -171,11 +171,16 @@ def choose_m(n, bits, k=10):
   codes: 4 substrings at 10^7 x 64 bits (paper: 3), 3 at 10^8.
   bench/mih_m.py at 10^7 x 64: m = 4 over m = 3 was 2-4x on random codes
   but 0.5-0.7x on clustered ones (docs/benchmarks.md)."""
-  lo = paper_m(n, bits)
-  hi = max(lo, min(lo + 2, bits // MIN_KEY_BITS))
   n = max(int(n), 1)
-  return min(range(lo, hi + 1),
+  return min(_candidate_ms(n, bits),
              key=lambda m: (predicted_cost(n, bits, m, k), m))
+
+
+def _candidate_ms(n, bits):
+  """The m that choose_m and choose_m_for weigh: paper_m(n, bits) to two
+  more, while each substring keeps MIN_KEY_BITS bits."""
+  lo = paper_m(n, bits)
+  return range(lo, max(lo, min(lo + 2, bits // MIN_KEY_BITS)) + 1)
 
 
 def choose_m_for(packed, bits, n=None, k=10, sample=1 << 20, queries=64):
@@ -200,9 +205,8 @@ def choose_m_for(packed, bits, n=None, k=10, sample=1 << 20, queries=64):
   """
   have = packed.shape[0]
   n = have if n is None else max(int(n), have)
-  lo = paper_m(n, bits)
-  hi = max(lo, min(lo + 2, bits // MIN_KEY_BITS))
-  if lo == hi or have < 4096 or not compiled():
+  candidates = _candidate_ms(n, bits)
+  if len(candidates) == 1 or have < 4096 or not compiled():
     return choose_m(n, bits, k)
   size = min(sample, have - queries)
   picks = np.random.default_rng(0).choice(have, size + queries,
@@ -211,9 +215,7 @@ def choose_m_for(packed, bits, n=None, k=10, sample=1 << 20, queries=64):
   q = np.ascontiguousarray(packed[np.sort(picks[size:])], np.uint32)
   k_s = max(1, round(k * size / n))
   costs = {}
-  for m in range(lo, hi + 1):
-    if max(layout(bits, m)[1]) > MAX_KEY_BITS:
-      continue
+  for m in candidates:
     parts = [(s, build(s, bits, m=m, fingerprint_='sample'), 0)]
     probes, codes = _work(q, parts, k_s, bits)
     costs[m] = PROBE_WORK_COMPILED * probes + codes * (n / size)
