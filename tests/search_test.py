@@ -1,11 +1,15 @@
-"""The exact Hamming top-k kernel against a stable sort: random codes,
+"""The exact Hamming top-k kernels against a stable sort: random codes,
 heavy ties and duplicates, ragged sizes; fanout 2 makes both selection
-levels prune."""
+levels of the XLA kernel prune. Each test runs the XLA kernel
+(topk.py) and the compiled CPU scan (flat_numba.py)."""
 import numpy as np
 import pytest
 
+from hashjax.archive import flat_numba
 from hashjax.archive import index
 from hashjax.archive import topk
+
+KERNELS = pytest.mark.parametrize('kernel', ['xla', 'compiled'])
 
 
 def reference(q, db, k):
@@ -24,7 +28,8 @@ def reference(q, db, k):
 ])
 @pytest.mark.parametrize('fanout', [pytest.param(2, marks=pytest.mark.slow),
                                     32])
-def test_matches_stable_sort(n, bits, k, clusters, fanout):
+@KERNELS
+def test_matches_stable_sort(n, bits, k, clusters, fanout, kernel):
   rng = np.random.default_rng(n + bits)
   if clusters:
     centres = rng.integers(0, 2, (clusters, bits))
@@ -36,7 +41,7 @@ def test_matches_stable_sort(n, bits, k, clusters, fanout):
   packed = index.pack(codes * 2 - 1)
   q = packed[rng.integers(0, n, 70)] ^ np.uint32(rng.integers(0, 4))
   d, i = topk.search(q, packed, k, bits, query_block=32, group=4,
-                              fanout=fanout, max_groups=16)
+                     fanout=fanout, max_groups=16, kernel=kernel)
   want_d, want_i = reference(q, packed, min(k, n))
   np.testing.assert_array_equal(d, want_d)
   np.testing.assert_array_equal(i, want_i)
@@ -44,7 +49,8 @@ def test_matches_stable_sort(n, bits, k, clusters, fanout):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('db_chunk', [64, 1000])
-def test_database_in_chunks(db_chunk):
+@KERNELS
+def test_database_in_chunks(db_chunk, kernel):
   """The database in chunks (a memory-mapped index, one chunk at a time)
   merges to the same exact top k, duplicates across chunks included."""
   rng = np.random.default_rng(db_chunk)
@@ -53,7 +59,7 @@ def test_database_in_chunks(db_chunk):
   q = np.concatenate([db[1:4], rng.integers(0, 2**32, (20, 2),
                                             dtype=np.uint32)])
   d, i = topk.search(q, db, 100, 64, group=4, fanout=2,
-                              max_groups=16, db_chunk=db_chunk)
+                     max_groups=16, db_chunk=db_chunk, kernel=kernel)
   want_d, want_i = reference(q, db, 100)
   np.testing.assert_array_equal(d, want_d)
   np.testing.assert_array_equal(i, want_i)
@@ -74,27 +80,30 @@ def test_large_k_narrows_groups_to_sub_groups(k, clusters):
     codes = rng.integers(0, 2, (n, bits))
   packed = index.pack(codes * 2 - 1)
   q = packed[rng.integers(0, n, 20)] ^ np.uint32(rng.integers(0, 4))
-  d, i = topk.search(q, packed, k, bits)
+  d, i = topk.search(q, packed, k, bits, kernel='xla')
   want_d, want_i = reference(q, packed, k)
   np.testing.assert_array_equal(d, want_d)
   np.testing.assert_array_equal(i, want_i)
 
 
 @pytest.mark.parametrize('db_chunk', [1000, 1 << 22])
-def test_a_database_held_on_the_device(db_chunk):
+@KERNELS
+def test_a_database_held_on_the_device(db_chunk, kernel):
   """topk.OnDevice (copied once, searched many times by a service): the
   same exact top k as the numpy path, in chunks too, for any query count
   (blocks of 1, 2, ... as a service compiles them)."""
   rng = np.random.default_rng(7)
   db = rng.integers(0, 2**32, (3001, 2), dtype=np.uint32)
   db[::7] = db[2]
-  held = topk.OnDevice(db, group=4, fanout=2, db_chunk=db_chunk)
-  assert held.shape == db.shape
+  held = topk.OnDevice(db, group=4, fanout=2, db_chunk=db_chunk,
+                       kernel=kernel)
+  assert held.shape == db.shape and held.kernel == kernel
+  assert (held.chunks is None) == (kernel == 'compiled')   # nothing copied
   for nq in (1, 3, 32):
     q = np.concatenate([db[2:3], rng.integers(0, 2**32, (nq - 1, 2),
                                               dtype=np.uint32)])
     d, i = topk.search(q, held, 40, 64, query_block=topk.block_for(nq),
-                       max_groups=16)
+                       max_groups=16, db_chunk=db_chunk)
     want_d, want_i = reference(q, db, 40)
     np.testing.assert_array_equal(d, want_d)
     np.testing.assert_array_equal(i, want_i)
@@ -103,11 +112,12 @@ def test_a_database_held_on_the_device(db_chunk):
 
 
 @pytest.mark.slow
-def test_defaults_on_a_larger_database():
+@KERNELS
+def test_defaults_on_a_larger_database(kernel):
   rng = np.random.default_rng(0)
   db = rng.integers(0, 2**32, (100_000, 2), dtype=np.uint32)
   q = rng.integers(0, 2**32, (10, 2), dtype=np.uint32)
-  d, i = topk.search(q, db, 100, 64)
+  d, i = topk.search(q, db, 100, 64, kernel=kernel)
   want_d, want_i = reference(q, db, 100)
   np.testing.assert_array_equal(d, want_d)
   np.testing.assert_array_equal(i, want_i)
@@ -123,7 +133,8 @@ for n, bits, k in [(5000, 64, 100), (3001, 32, 50), (70, 16, 100)]:
   db[::7] = db[0]                      # duplicates across every shard
   q = np.concatenate([db[:3], rng.integers(0, 2**32, (40, bits // 32),
                                            dtype=np.uint32)])
-  d, i = sk.search(q, db, k, bits, group=4, fanout=2, max_groups=16)
+  d, i = sk.search(q, db, k, bits, group=4, fanout=2, max_groups=16,
+                   kernel='xla')
   full = np.bitwise_count(q[:, None] ^ db[None]).sum(-1)
   o = np.argsort(full, 1, kind='stable')[:, :min(k, n)]
   assert (i == o).all(), (n, bits)
@@ -148,15 +159,54 @@ def test_sharded_over_eight_devices():
       out.stdout[-2000:] + out.stderr[-2000:])
 
 
-def test_very_large_k_keeps_the_general_selection():
+@KERNELS
+def test_very_large_k_keeps_the_general_selection(kernel):
   """k x 8 candidates past 2^16 (k > 8192) leave the one-sort path of
-  topk._first_k for the cumsum selection: the same exact top k."""
+  topk._first_k for the cumsum selection: the same exact top k (and the
+  compiled scan's buffers of 2k entries are compacted many times)."""
   rng = np.random.default_rng(9)
   codes = rng.integers(0, 2, (30_000, 32))
   codes[::3] = codes[1]                       # ties across the boundary
   packed = index.pack(codes * 2 - 1)
   q = packed[[1, 7]]
-  d, i = topk.search(q, packed, 9000, 32)
+  d, i = topk.search(q, packed, 9000, 32, kernel=kernel)
   want_d, want_i = reference(q, packed, 9000)
   np.testing.assert_array_equal(d, want_d)
   np.testing.assert_array_equal(i, want_i)
+
+
+def test_auto_picks_the_compiled_scan_on_the_cpu():
+  assert topk.kernel_for('auto') == 'compiled'      # numba: a test extra
+  assert topk.kernel_for('auto', mesh=object()) == 'xla'
+  with pytest.raises(ValueError, match='flat-scan kernel'):
+    topk.kernel_for('numba')
+
+
+@pytest.mark.parametrize('nq, bits, clusters', [
+    (1, 64, 0),      # one query: ranges of rows on every thread, merged
+    (3, 128, 5),     # fewer query blocks than threads, heavy ties
+    (9, 48, 0),      # odd word count (uint32 words), a ragged block
+    (40, 16, 1),     # every code identical: ties decided by row alone
+])
+@pytest.mark.parametrize('k', [1, 64, 2500])
+def test_compiled_scan_parts_chunks_and_groups(nq, bits, clusters, k):
+  """flat_numba.search across its splits: rows split over threads (few
+  queries), the database in chunks (state carried across them), queries
+  in groups (a small entry limit), buffers compacted (k near N)."""
+  rng = np.random.default_rng(nq * bits + k)
+  n = 3001
+  if clusters:
+    centres = rng.integers(0, 2, (clusters, bits))
+    codes = centres[rng.integers(0, clusters, n)]
+    codes = np.where(rng.random((n, bits)) < 0.02, 1 - codes, codes)
+  else:
+    codes = rng.integers(0, 2, (n, bits))
+  packed = index.pack(codes * 2 - 1)
+  q = packed[rng.integers(0, n, nq)] ^ np.uint32(rng.integers(0, 8))
+  want_d, want_i = reference(q, packed, k)
+  for chunk, entries in ((1 << 22, 1 << 25), (700, 1 << 25), (999, 1)):
+    d, i = flat_numba.search(q, packed, k, bits, db_chunk=chunk,
+                             max_entries=entries)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+    assert d.dtype == np.int32 and i.dtype == np.int64

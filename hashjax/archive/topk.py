@@ -29,12 +29,21 @@ entries instead of N / group. No sort touches more than k entries (k x
 devices when the database is sharded over devices: each ranks its shard,
 then the candidates merge). tests/search_test.py checks the result against
 a stable sort, duplicates and ties included, on 1 and 8 devices.
+
+On the CPU, with numba installed (the `fast` extra), `search` runs the
+compiled one-pass scan of hashjax/archive/flat_numba.py instead: the same
+result, 1.6-4x this kernel's speed there (bench/search.py). The kernel
+here serves GPUs and TPUs, a mesh of devices, and CPUs without numba.
 """
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hashjax.archive import flat_numba
+
+KERNELS = ('auto', 'xla', 'compiled')
 
 
 def _distances(q, db):
@@ -231,22 +240,44 @@ def _chunks(db_packed, mesh, unit, db_chunk):
     yield start, rows, db
 
 
+def kernel_for(kernel='auto', mesh=None):
+  """'xla' (this module's kernel) or 'compiled' (flat_numba): `auto` is
+  the compiled scan on a CPU backend with numba and no mesh given."""
+  if kernel not in KERNELS:
+    raise ValueError(f'Unknown flat-scan kernel {kernel!r}; choose one of '
+                     f'{", ".join(KERNELS)}.')
+  if kernel == 'auto':
+    kernel = ('compiled' if flat_numba.AVAILABLE and mesh is None and
+              jax.default_backend() == 'cpu' else 'xla')
+  if kernel == 'compiled' and not flat_numba.AVAILABLE:
+    raise RuntimeError('The compiled flat scan needs numba: pip install '
+                       'numba (the `fast` extra).')
+  return kernel
+
+
 class OnDevice:
   """A packed database copied to the device(s) once, to be searched many
   times (a service): `search` then copies nothing per call. Pass it as
-  `db_packed`; group, fanout and db_chunk are fixed here."""
+  `db_packed`; group, fanout and db_chunk are fixed here. Where `search`
+  runs the compiled CPU scan (kernel_for), the codes stay in host memory
+  and nothing is copied."""
 
   def __init__(self, db_packed, *, group=32, fanout=16, mesh=None,
-               db_chunk=1 << 22):
+               db_chunk=1 << 22, kernel='auto'):
+    self.kernel = kernel_for(kernel, mesh)
+    self.host = db_packed
     self.mesh, unit = _mesh_and_unit(mesh, group, fanout)
     self.group, self.fanout = group, fanout
     self.shape = tuple(db_packed.shape)
-    self.chunks = list(_chunks(db_packed, self.mesh, unit,
-                               max(unit, db_chunk // unit * unit)))
+    self.chunks = None
+    if self.kernel == 'xla':
+      self.chunks = list(_chunks(db_packed, self.mesh, unit,
+                                 max(unit, db_chunk // unit * unit)))
 
 
 def search(q_packed, db_packed, k, bits, *, query_block=None, group=32,
-           fanout=16, max_groups=100, mesh=None, db_chunk=1 << 22):
+           fanout=16, max_groups=100, mesh=None, db_chunk=1 << 22,
+           kernel='auto'):
   """Exact top-k of every query: (distances [Q, k], indices [Q, k]) numpy.
 
   `db_packed`: uint32 [N, W] (numpy or memory-mapped), or an OnDevice.
@@ -257,11 +288,23 @@ def search(q_packed, db_packed, k, bits, *, query_block=None, group=32,
   merging into the running result by (distance, index). With several
   devices (or a `mesh` with a 'data' axis) each chunk is split over them
   and the per-device results merged.
+
+  kernel: 'auto' (kernel_for: the compiled CPU scan where it applies),
+  'xla' or 'compiled' (flat_numba.search; query_block, group, fanout,
+  max_groups and mesh are this module's and do not apply to it). An
+  OnDevice fixes the kernel when it is made.
   """
   n = db_packed.shape[0]
   k = int(min(k, n))
   if k < 1:
     raise ValueError('search needs a non-empty database and k >= 1.')
+  if isinstance(db_packed, OnDevice):
+    kernel = db_packed.kernel
+  else:
+    kernel = kernel_for(kernel, mesh)
+  if kernel == 'compiled':
+    host = db_packed.host if isinstance(db_packed, OnDevice) else db_packed
+    return flat_numba.search(q_packed, host, k, bits, db_chunk=db_chunk)
   if isinstance(db_packed, OnDevice):
     mesh, group, fanout = db_packed.mesh, db_packed.group, db_packed.fanout
     chunks = db_packed.chunks
