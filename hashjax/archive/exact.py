@@ -67,8 +67,11 @@ def nearest_codes(packed, bits, get_parts, q_packed, k, algorithm='auto'):
   def flat(qq):   # one compiled query block for every call auto makes
     d, i = topk.search(qq, packed, k, bits, query_block=block)
     return d.astype(np.int32), i.astype(np.int64)
+  # The XLA kernel pads a call to `block` queries; the compiled scan does
+  # not pad.
+  padded = block if topk.kernel_for() == 'xla' else None
   return mih.search_auto(q, get_parts(), k, bits, flat_fn=flat,
-                         estimate_flat=True, flat_block=block)
+                         estimate_flat=True, flat_block=padded)
 
 
 def within(idx, q_packed, radius, algorithm='auto'):
