@@ -13,6 +13,10 @@ query in flat-scan code visits (MIH seconds / (flat seconds / N)) beside
 the probes and codes verified. A least-squares fit of visits = a x probes
 + b x codes over the rows (relative errors) gives the two costs: PROBE_WORK_COMPILED is
 about a / b and COST_RATIO_COMPILED about b (hashjax/archive/mih.py).
+The last column, and the medians printed per kind of codes, hold the
+probe weight at the library's PROBE_WORK_COMPILED and give a unit's cost
+in flat visits: visits / (weight x probes + codes), what
+COST_RATIO_COMPILED stands for.
 """
 import argparse
 import itertools
@@ -38,10 +42,11 @@ def main():
   n, bits = int(args.n), 64
   print(f'mih.compiled() = {mih.compiled()}; N = {n:,}, {bits} bits, '
         f'{args.queries} queries\n')
+  weight_lib = mih.PROBE_WORK_COMPILED
   print('| codes | m | k | probes /query | codes verified /query | mih q/s | '
-        'flat q/s | mih in flat visits /query |')
-  print('|---|---:|---:|---:|---:|---:|---:|---:|')
-  fit = []
+        'flat q/s | mih in flat visits /query | visits per unit |')
+  print('|---|---:|---:|---:|---:|---:|---:|---:|---:|')
+  fit, per_unit = [], {}
   for kind in ('random', 'clustered'):
     db, q = archive.chunked_codes(kind, n, args.queries, bits,
                                   np.random.default_rng(0))
@@ -69,14 +74,21 @@ def main():
       probes = res[1][1] - codes
       visits = res[1][0] / (flat / n)
       fit.append((probes, codes, visits))
+      unit = visits / (weight_lib * probes + codes)
+      per_unit.setdefault(kind, []).append(unit)
       print(f'| {kind} | {m} | {k} | {probes:,.0f} | {codes:,.0f} | '
-            f'{1 / res[1][0]:,.0f} | {1 / flat:,.0f} | {visits:,.0f} |',
-            flush=True)
+            f'{1 / res[1][0]:,.0f} | {1 / flat:,.0f} | {visits:,.0f} | '
+            f'{unit:.1f} |', flush=True)
+  mih.PROBE_WORK_COMPILED = weight_lib
   fit = np.array(fit)   # relative errors: each row divided by its visits
   a, b = np.linalg.lstsq(fit[:, :2] / fit[:, 2:], np.ones(len(fit)),
                          rcond=None)[0]
   print(f'\nfit: a probe ~ {a:.0f} flat visits, a verified code ~ {b:.1f}; '
         f'probe weight a/b ~ {a / b:.0f}')
+  for kind, units in per_unit.items():
+    print(f'{kind}: a unit (probe weight {weight_lib}) ~ '
+          f'{np.median(units):.1f} flat visits (median; '
+          f'{min(units):.1f}-{max(units):.1f})')
 
 
 if __name__ == '__main__':

@@ -81,12 +81,16 @@ STEP_WORK = 512
 # PROBE_WORK_COMPILED verified codes (read in runs), and a unit of that
 # work about COST_RATIO_COMPILED flat-scan code visits. bench/mih_cost.py
 # at 10^7 x 64 random codes, m = 3 and 4 (buckets of ~2 and ~150 codes),
-# fitted on relative errors: a probe 167 flat visits, a verified code 4.1
-# (clustered codes, read in long runs, cost less: 1-2).
+# fitted on relative errors against the XLA flat scan: a probe 167 flat
+# visits, a verified code 4.1. The compiled flat scan (flat_numba, what a
+# CPU with numba runs) visits a code about 4x faster: against it a unit
+# costs 14-19 visits on random codes at m = 3 and 4 (4.5-12 on clustered
+# ones, read in long runs), median 16 (bench/mih_cost.py, two runs;
+# docs/benchmarks.md).
 _COMPILED = True
 STEP_WORK_COMPILED = 0
 PROBE_WORK_COMPILED = 41
-COST_RATIO_COMPILED = 4
+COST_RATIO_COMPILED = 16
 
 
 # Resident memory above which the compiled search drops the pages of
