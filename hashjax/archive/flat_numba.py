@@ -14,19 +14,17 @@ a tile that holds one is walked code by code (`_take`).
 
 Queries go in blocks of QBLOCK over each tile, so a tile is read from
 memory once per block; blocks (and, for fewer blocks than threads, ranges
-of rows) run on threads, each a nogil call. The result is the same as
-hashjax/archive/topk.py's: ascending distance, ties by row
-(tests/search_test.py checks both against a stable sort).
+of rows) run on threads (hashjax/archive/workers.py), each a nogil call.
+The result is the same as hashjax/archive/topk.py's: ascending distance,
+ties by row (tests/search_test.py checks both against a stable sort).
 
 Optional, like hashjax/archive/mih_numba.py: `pip install numba` (the
 `fast` extra).
 """
-import concurrent.futures
-import os
-
 import numpy as np
 
 from hashjax.archive import mih_numba
+from hashjax.archive import workers
 
 AVAILABLE = mih_numba.AVAILABLE
 TILE = 256      # codes counted per vectorised loop
@@ -158,29 +156,11 @@ if AVAILABLE:
           out_i[i, t] = keys[t] & ((np.int64(1) << 48) - 1)
 
 
-def threads():
-  """Threads the scan runs on: the CPUs this process may use."""
-  try:
-    return max(1, len(os.sched_getaffinity(0)))
-  except AttributeError:
-    return max(1, os.cpu_count() or 1)
-
-
 def _word_layout(a):
   """uint32 [N, W] -> uint64 [N, W/2] when W is even (half the popcounts),
   else uint32; contiguous."""
   a = np.ascontiguousarray(a, np.uint32)
   return a.view(np.uint64) if a.shape[1] % 2 == 0 else a
-
-
-_POOL = None
-
-
-def _pool():
-  global _POOL
-  if _POOL is None:
-    _POOL = concurrent.futures.ThreadPoolExecutor(threads())
-  return _POOL
 
 
 def search(q_packed, db_packed, k, bits, *, db_chunk=1 << 22,
@@ -200,7 +180,7 @@ def search(q_packed, db_packed, k, bits, *, db_chunk=1 << 22,
     raise ValueError('search needs a non-empty database and k >= 1.')
   q = _word_layout(q_packed)
   num_q = q.shape[0]
-  workers = threads()
+  threads = workers.threads()
   cap = 2 * k + 64
   out_d = np.empty((num_q, k), np.int32)
   out_i = np.empty((num_q, k), np.int64)
@@ -208,23 +188,20 @@ def search(q_packed, db_packed, k, bits, *, db_chunk=1 << 22,
   for g0 in range(0, num_q, group):
     qg = q[g0:g0 + group]
     blocks = -(-len(qg) // QBLOCK)
-    n_parts = max(1, -(-workers // blocks))
+    n_parts = max(1, -(-threads // blocks))
     state = np.zeros((len(qg), n_parts, 3), np.int64)
     state[:, :, 0] = bits                      # tau
     hist = np.zeros((len(qg), n_parts, bits + 2), np.int64)
     buf_d = np.empty((len(qg), n_parts, cap), np.int32)
     buf_i = np.empty((len(qg), n_parts, cap), np.int64)
-    items = blocks * n_parts
-    bounds = [items * t // workers for t in range(workers + 1)]
     for start in range(0, n, db_chunk):
       chunk = _word_layout(db_packed[start:start + db_chunk])
       flat = chunk.reshape(-1)
-      args = (qg, flat, chunk.shape[1], chunk.shape[0], start, k)
-      tail = (n_parts, state, hist, buf_d, buf_i)
-      jobs = [_pool().submit(_scan, *args, lo, hi, *tail)
-              for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-      for job in jobs:
-        job.result()
+
+      def items(lo, hi, flat=flat, chunk=chunk, start=start):
+        _scan(qg, flat, chunk.shape[1], chunk.shape[0], start, k, lo, hi,
+              n_parts, state, hist, buf_d, buf_i)
+      workers.run_split(items, blocks * n_parts, threads)
     _finish(k, bits, state, hist, buf_d, buf_i, out_d[g0:g0 + group],
             out_i[g0:g0 + group])
   return out_d, out_i

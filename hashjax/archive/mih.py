@@ -58,6 +58,7 @@ import struct
 import numpy as np
 
 from hashjax.archive import mih_numba
+from hashjax.archive import workers
 
 MAGIC = b'HASHJAXM'
 FORMAT_VERSION = 2
@@ -712,14 +713,19 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     # the process reaches _release_level() (RESIDENT_BUDGET); then every
     # part's are dropped (`release`), so a search over an index bigger than
     # memory holds at most about the budget plus one shard's tables.
+    # Queries in ranges on every CPU (workers; knn releases the GIL).
     best = np.full((len(q), k), -1, np.int64)
     count = np.zeros(len(q), np.int64)
     qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
     for part in parts:
-      mih_numba.knn(qw, keys, lengths, *_compiled_parts([part]), total, k,
-                    float(budget), STEP_WORK_COMPILED, PROBE_WORK_COMPILED,
-                    best, count, seen, gave_up)
+
+      def queries(lo, hi, part=part):   # typed lists made per thread
+        mih_numba.knn(qw[lo:hi], keys[lo:hi], lengths,
+                      *_compiled_parts([part]), total, k, float(budget),
+                      STEP_WORK_COMPILED, PROBE_WORK_COMPILED, best[lo:hi],
+                      count[lo:hi], seen[lo:hi], gave_up[lo:hi])
+      workers.run_split(queries, len(q), 4 * workers.threads())
       if len(parts) > 1 and resident_bytes() >= _release_level():
         _release_all(parts)
     ok = ~gave_up
