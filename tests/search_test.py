@@ -210,3 +210,37 @@ def test_compiled_scan_parts_chunks_and_groups(nq, bits, clusters, k):
     np.testing.assert_array_equal(d, want_d)
     np.testing.assert_array_equal(i, want_i)
     assert d.dtype == np.int32 and i.dtype == np.int64
+
+
+def test_compiled_scan_from_several_threads_at_once():
+  """A service calls the scan from several threads at once: each call
+  gets its own exact answer (the kernels share one pool of threads)."""
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(11)
+  db = rng.integers(0, 2**32, (20_000, 2), dtype=np.uint32)
+  queries = [rng.integers(0, 2**32, (nq, 2), dtype=np.uint32)
+             for nq in (1, 5, 17, 40, 1, 9)]
+  with concurrent.futures.ThreadPoolExecutor(6) as ex:
+    got = list(ex.map(lambda q: topk.search(q, db, 50, 64,
+                                            kernel='compiled'), queries))
+  for q, (d, i) in zip(queries, got):
+    want_d, want_i = reference(q, db, 50)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+
+
+def test_run_split_covers_every_item_once_and_raises():
+  from hashjax.archive import workers  # pylint: disable=g-import-not-at-top
+  seen = np.zeros(1001, np.int64)
+
+  def mark(lo, hi):
+    seen[lo:hi] += 1
+  for pieces in (None, 1, 3, 5000):
+    seen[:] = 0
+    workers.run_split(mark, len(seen), pieces)
+    assert (seen == 1).all()
+
+  def fail(lo, hi):
+    raise ValueError(f'range {lo}-{hi}')
+  with pytest.raises(ValueError, match='range'):
+    workers.run_split(fail, 10, 2)

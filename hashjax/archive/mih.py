@@ -84,14 +84,16 @@ STEP_WORK = 512
 # at 10^7 x 64 random codes, m = 3 and 4 (buckets of ~2 and ~150 codes),
 # fitted on relative errors against the XLA flat scan: a probe 167 flat
 # visits, a verified code 4.1. The compiled flat scan (flat_numba, what a
-# CPU with numba runs) visits a code about 4x faster: against it a unit
-# costs 14-19 visits on random codes at m = 3 and 4 (4.5-12 on clustered
-# ones, read in long runs), median 16 (bench/mih_cost.py, two runs;
-# docs/benchmarks.md).
+# CPU with numba runs) visits a code about 4x faster, and the compiled
+# MIH loop runs its queries on every CPU too: against it a unit costs 6.5-
+# 11.7 visits on random codes at m = 3 and 4, median 9.1 and 8.2 in two
+# runs (2.9-6.9 on clustered ones, read in long runs; bench/mih_cost.py,
+# docs/benchmarks.md). The higher median: too low a ratio would let auto
+# keep MIH where the flat scan is faster.
 _COMPILED = True
 STEP_WORK_COMPILED = 0
 PROBE_WORK_COMPILED = 41
-COST_RATIO_COMPILED = 16
+COST_RATIO_COMPILED = 9
 
 
 # Resident memory above which the compiled search drops the pages of
