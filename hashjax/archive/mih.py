@@ -54,6 +54,7 @@ import math
 import mmap
 import os
 import struct
+import threading
 
 import numpy as np
 
@@ -105,6 +106,10 @@ RESIDENT_BUDGET = 5 << 29   # 2.5 GiB
 # resident memory has grown RELEASE_STEP more, instead of dropping the
 # tables after every shard (which cost 5-10x in speed).
 RELEASE_STEP = 1 << 28      # 256 MiB
+# The compiled search splits a call's queries over threads only from this
+# many queries per thread: waking them costs about a query's time on
+# clustered codes (a call of 16 queries ran at 0.8x on two threads).
+MIN_QUERIES_PER_THREAD = 16
 _after_release = None       # resident bytes right after the last release
 
 
@@ -599,6 +604,17 @@ def _compiled_parts(parts):
   return offsets, rows, codes, np.array([p.offset for p in parts], np.int64)
 
 
+def _compiled_part(part):
+  """_compiled_parts([part]), kept on the part's Tables for the calling
+  thread: making numba's typed lists costs ~0.1 ms a call, and each
+  thread keeps its own (they are not shared between threads)."""
+  cache = part.tables.__dict__.setdefault('_compiled_lists', {})
+  key = (threading.get_ident(), part.words.dtype.str, part.offset)
+  if key not in cache:
+    cache[key] = _compiled_parts([part])
+  return cache[key]
+
+
 def resident_bytes():
   """This process's resident memory (Linux /proc/self/statm; 0 where it
   cannot be read, so nothing is released there)."""
@@ -715,19 +731,22 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     # the process reaches _release_level() (RESIDENT_BUDGET); then every
     # part's are dropped (`release`), so a search over an index bigger than
     # memory holds at most about the budget plus one shard's tables.
-    # Queries in ranges on every CPU (workers; knn releases the GIL).
+    # Queries in ranges on every CPU (workers; knn releases the GIL), if
+    # there are enough of them to pay for waking the threads.
     best = np.full((len(q), k), -1, np.int64)
     count = np.zeros(len(q), np.int64)
     qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
+    pieces = (workers.threads() if len(q) >= MIN_QUERIES_PER_THREAD *
+              workers.threads() else 1)
     for part in parts:
 
-      def queries(lo, hi, part=part):   # typed lists made per thread
+      def queries(lo, hi, part=part):
         mih_numba.knn(qw[lo:hi], keys[lo:hi], lengths,
-                      *_compiled_parts([part]), total, k, float(budget),
+                      *_compiled_part(part), total, k, float(budget),
                       STEP_WORK_COMPILED, PROBE_WORK_COMPILED, best[lo:hi],
                       count[lo:hi], seen[lo:hi], gave_up[lo:hi])
-      workers.run_split(queries, len(q), 4 * workers.threads())
+      workers.run_split(queries, len(q), pieces)
       if len(parts) > 1 and resident_bytes() >= _release_level():
         _release_all(parts)
     ok = ~gave_up
@@ -800,7 +819,10 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   or `estimate_flat` derives it from MIH's measured speed.
   The remaining queries then go, batch by batch, to MIH while it has cost
   less per query than the flat scan (MIH's cost including the flat scans
-  of its queries that gave up), else all at once to the flat scan.
+  of its queries that gave up), else all at once to the flat scan. Each
+  MIH batch is twice the one before (from `batch`): the choice is checked
+  after every batch, but a call's fixed cost (threads, tables' lists) is
+  paid O(log Q) times, not Q / batch.
 
   Args:
     flat_fn: q_packed -> (dist, idx), the flat scan to use (default:
@@ -847,9 +869,9 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
     spent['flat'][0] += time.perf_counter() - t0
     spent['flat'][1] += len(rows)
 
-  start = 0
+  start, size = 0, batch
   while start < len(q):
-    rows = np.arange(start, min(start + (batch if start else first_batch),
+    rows = np.arange(start, min(start + (size if start else first_batch),
                                 len(q)))
     start = rows[-1] + 1
     t_flat, t_mih = per_query('flat'), per_query('mih')
@@ -869,6 +891,8 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
       dist[rows], idx[rows] = d, i
       pending[rows] = g
       gave_up += int(g.sum())
+      if rows[0]:
+        size *= 2
     else:
       if t_mih is not None and t_flat is not None:   # decided: all the rest
         rows = np.arange(rows[0], len(q))
