@@ -18,6 +18,18 @@ def reference(q, db, k):
   return np.take_along_axis(d, order, 1), order
 
 
+def clustered(n, bits, clusters, flip, rng):
+  """Packed codes: uniform (clusters = 0), or `clusters` centres with a
+  fraction `flip` of the bits flipped."""
+  if clusters:
+    centres = rng.integers(0, 2, (clusters, bits))
+    codes = centres[rng.integers(0, clusters, n)]
+    codes = np.where(rng.random((n, bits)) < flip, 1 - codes, codes)
+  else:
+    codes = rng.integers(0, 2, (n, bits))
+  return index.pack(codes * 2 - 1)
+
+
 @pytest.mark.parametrize('n, bits, k, clusters', [
     (5000, 64, 100, 0),        # random codes
     (4999, 32, 37, 0),         # ragged N, short codes
@@ -72,13 +84,7 @@ def test_large_k_narrows_groups_to_sub_groups(k, clusters):
   assert topk.sub_for(k, 32) == 8 and topk.sub_for(100, 32) == 0
   rng = np.random.default_rng(k)
   n, bits = 20_000, 64
-  if clusters:
-    centres = rng.integers(0, 2, (clusters, bits))
-    codes = centres[rng.integers(0, clusters, n)]
-    codes = np.where(rng.random((n, bits)) < 0.05, 1 - codes, codes)
-  else:
-    codes = rng.integers(0, 2, (n, bits))
-  packed = index.pack(codes * 2 - 1)
+  packed = clustered(n, bits, clusters, 0.05, rng)
   q = packed[rng.integers(0, n, 20)] ^ np.uint32(rng.integers(0, 4))
   d, i = topk.search(q, packed, k, bits, kernel='xla')
   want_d, want_i = reference(q, packed, k)
@@ -195,13 +201,7 @@ def test_compiled_scan_parts_chunks_and_groups(nq, bits, clusters, k):
   in groups (a small entry limit), buffers compacted (k near N)."""
   rng = np.random.default_rng(nq * bits + k)
   n = 3001
-  if clusters:
-    centres = rng.integers(0, 2, (clusters, bits))
-    codes = centres[rng.integers(0, clusters, n)]
-    codes = np.where(rng.random((n, bits)) < 0.02, 1 - codes, codes)
-  else:
-    codes = rng.integers(0, 2, (n, bits))
-  packed = index.pack(codes * 2 - 1)
+  packed = clustered(n, bits, clusters, 0.02, rng)
   q = packed[rng.integers(0, n, nq)] ^ np.uint32(rng.integers(0, 8))
   want_d, want_i = reference(q, packed, k)
   for chunk, entries in ((1 << 22, 1 << 25), (700, 1 << 25), (999, 1)):
