@@ -43,14 +43,7 @@ def clustered(n, bits, clusters, flip, rng):
 @KERNELS
 def test_matches_stable_sort(n, bits, k, clusters, fanout, kernel):
   rng = np.random.default_rng(n + bits)
-  if clusters:
-    centres = rng.integers(0, 2, (clusters, bits))
-    codes = centres[rng.integers(0, clusters, n)]
-    flip = rng.random((n, bits)) < (0.0 if clusters < 10 else 0.05)
-    codes = np.where(flip, 1 - codes, codes)
-  else:
-    codes = rng.integers(0, 2, (n, bits))
-  packed = index.pack(codes * 2 - 1)
+  packed = clustered(n, bits, clusters, 0.0 if clusters < 10 else 0.05, rng)
   q = packed[rng.integers(0, n, 70)] ^ np.uint32(rng.integers(0, 4))
   d, i = topk.search(q, packed, k, bits, query_block=32, group=4,
                      fanout=fanout, max_groups=16, kernel=kernel)

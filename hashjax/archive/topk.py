@@ -249,9 +249,8 @@ def kernel_for(kernel='auto', mesh=None):
   if kernel == 'auto':
     kernel = ('compiled' if flat_numba.AVAILABLE and mesh is None and
               jax.default_backend() == 'cpu' else 'xla')
-  if kernel == 'compiled' and not flat_numba.AVAILABLE:
-    raise RuntimeError('The compiled flat scan needs numba: pip install '
-                       'numba (the `fast` extra).')
+  if kernel == 'compiled':
+    flat_numba.require()
   return kernel
 
 
