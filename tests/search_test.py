@@ -205,6 +205,30 @@ def test_compiled_scan_parts_chunks_and_groups(nq, bits, clusters, k):
     assert d.dtype == np.int32 and i.dtype == np.int64
 
 
+@pytest.mark.parametrize('nq, bits, clusters', [
+    (1, 64, 0), (3, 128, 5), (9, 48, 0), (20, 16, 1)])
+@pytest.mark.parametrize('r', [0, 2, 9, 64])
+def test_compiled_radius_scan(nq, bits, clusters, r):
+  """flat_numba.within against every distance <= r of a brute-force
+  matrix, by (distance, row): the database in chunks (a ragged last tile),
+  queries in groups, r beyond the bits (every code)."""
+  rng = np.random.default_rng(nq * bits + r)
+  n = 3001
+  packed = clustered(n, bits, clusters, 0.02, rng)
+  q = packed[rng.integers(0, n, nq)] ^ np.uint32(rng.integers(0, 8))
+  dist = np.bitwise_count(q[:, None, :] ^ packed[None]).sum(-1)
+  for chunk, counts in ((1 << 22, 1 << 24), (700, 1 << 24), (999, 1)):
+    found = flat_numba.within(q, packed, r, bits, db_chunk=chunk,
+                              max_counts=counts)
+    assert len(found) == nq
+    for qi, (d, i) in enumerate(found):
+      rows = np.flatnonzero(dist[qi] <= r)
+      order = np.argsort(dist[qi, rows], kind='stable')
+      np.testing.assert_array_equal(i, rows[order])
+      np.testing.assert_array_equal(d, dist[qi, rows[order]])
+      assert d.dtype == np.int32 and i.dtype == np.int64
+
+
 def test_compiled_scan_from_several_threads_at_once():
   """A service calls the scan from several threads at once: each call
   gets its own exact answer (the kernels share one pool of threads)."""

@@ -14,6 +14,7 @@ work and mih.unit_cost(), and sends the rest to whichever costs less
 """
 import numpy as np
 
+from hashjax.archive import flat_numba
 from hashjax.archive import mih
 from hashjax.archive import topk
 
@@ -85,4 +86,6 @@ def within(idx, q_packed, radius, algorithm='auto'):
   if algorithm == 'mih' or (algorithm == 'auto' and len(idx) >= 100_000 and
                             radius < 2 * parts(idx)[0][1].m):
     return mih.radius(q, parts(idx), radius, idx.bits)
+  if flat_numba.AVAILABLE:   # no XLA radius kernel: compiled on any backend
+    return flat_numba.within(q, idx.packed, radius, idx.bits)
   return mih.radius_flat(q, idx.packed, radius, idx.bits)

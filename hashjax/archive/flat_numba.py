@@ -159,6 +159,46 @@ if AVAILABLE:
           out_d[i, t] = keys[t] >> 48
           out_i[i, t] = keys[t] & ((np.int64(1) << 48) - 1)
 
+  @numba.njit(nogil=True, cache=True)
+  def _within_count(q_words, flat, width, r, first, last, n_parts, counts):
+    """counts[i, t]: the codes of tile t within r of query i. Work items
+    first..last-1 as in _scan: (query block, range of tiles)."""
+    num_q, n_tiles = counts.shape
+    rows = flat.shape[0] // width
+    for item in range(first, last):
+      b, p = item // n_parts, item % n_parts
+      q_lo, q_hi = b * QBLOCK, min(num_q, (b + 1) * QBLOCK)
+      for t in range(n_tiles * p // n_parts, n_tiles * (p + 1) // n_parts):
+        tile = flat[t * TILE * width:min(rows, (t + 1) * TILE) * width]
+        for i in range(q_lo, q_hi):
+          counts[i, t] = _count(tile, width, q_words[i], r)
+
+  @numba.njit(nogil=True, cache=True)
+  def _within_take(q_words, flat, width, r, row0, first, last, n_parts,
+                   counts, where, out_d, out_i):
+    """Writes the codes of each tile within r of each query, in row
+    order, at out_*[where[i, t]:]; only tiles with counts[i, t] > 0 are
+    read again."""
+    num_q, n_tiles = counts.shape
+    rows = flat.shape[0] // width
+    dist = np.empty(TILE, np.int64)
+    for item in range(first, last):
+      b, p = item // n_parts, item % n_parts
+      q_lo, q_hi = b * QBLOCK, min(num_q, (b + 1) * QBLOCK)
+      for t in range(n_tiles * p // n_parts, n_tiles * (p + 1) // n_parts):
+        t0 = t * TILE
+        tile = flat[t0 * width:min(rows, t0 + TILE) * width]
+        for i in range(q_lo, q_hi):
+          if counts[i, t] == 0:
+            continue
+          _distances(tile, width, q_words[i], dist)
+          e = where[i, t]
+          for u in range(tile.shape[0] // width):
+            if dist[u] <= r:
+              out_d[e] = dist[u]
+              out_i[e] = row0 + t0 + u
+              e += 1
+
 
 def require():
   """Raises, naming the fix, where numba is not installed."""
@@ -214,3 +254,61 @@ def search(q_packed, db_packed, k, bits, *, db_chunk=1 << 22,
     _finish(k, bits, state, hist, buf_d, buf_i, out_d[g0:g0 + group],
             out_i[g0:g0 + group])
   return out_d, out_i
+
+
+def within(q_packed, db_packed, r, bits, *, db_chunk=1 << 22,
+           max_counts=1 << 24):
+  """Every code within Hamming distance r of each query: a list with, per
+  query, (distances int32, rows int64) by (distance, row), as
+  mih.radius_flat (the NumPy oracle, tests/mih_test.py).
+
+  Per chunk of `db_chunk` codes, two passes: a vectorised count of each
+  tile's codes within r for each query (`_within_count`), then, into
+  arrays of exactly that size, the distances and rows of the tiles that
+  hold any (`_within_take`). Queries go in groups of at most `max_counts`
+  (query, tile) counts."""
+  require()
+  del bits
+  n = db_packed.shape[0]
+  q = _word_layout(q_packed)
+  num_q = q.shape[0]
+  threads = workers.threads()
+  found_d = [[] for _ in range(num_q)]
+  found_i = [[] for _ in range(num_q)]
+  for start in range(0, n, db_chunk):
+    chunk = _word_layout(db_packed[start:start + db_chunk])
+    flat, width = chunk.reshape(-1), chunk.shape[1]
+    n_tiles = -(-chunk.shape[0] // TILE)
+    group = max(QBLOCK, max_counts // max(1, n_tiles) // QBLOCK * QBLOCK)
+    for g0 in range(0, num_q, group):
+      qg = q[g0:g0 + group]
+      blocks = -(-len(qg) // QBLOCK)
+      n_parts = max(1, min(n_tiles, -(-threads // blocks)))
+      counts = np.zeros((len(qg), n_tiles), np.int64)
+      workers.run_split(
+          lambda lo, hi, qg=qg, flat=flat, width=width, counts=counts,
+          n_parts=n_parts: _within_count(qg, flat, width, int(r), lo, hi,
+                                         n_parts, counts),
+          blocks * n_parts, threads)
+      ends = np.cumsum(counts.reshape(-1)).reshape(counts.shape)
+      where = ends - counts
+      out_d = np.empty(int(ends[-1, -1]) if ends.size else 0, np.int32)
+      out_i = np.empty(out_d.shape[0], np.int64)
+      workers.run_split(
+          lambda lo, hi, qg=qg, flat=flat, width=width, counts=counts,
+          where=where, out_d=out_d, out_i=out_i, n_parts=n_parts, s=start:
+          _within_take(qg, flat, width, int(r), s, lo, hi, n_parts, counts,
+                       where, out_d, out_i),
+          blocks * n_parts, threads)
+      for j in range(len(qg)):
+        lo, hi = where[j, 0], ends[j, -1]
+        if hi > lo:
+          found_d[g0 + j].append(out_d[lo:hi])
+          found_i[g0 + j].append(out_i[lo:hi])
+  out = []
+  for fd, fi in zip(found_d, found_i):
+    d = np.concatenate(fd) if fd else np.zeros(0, np.int32)
+    i = np.concatenate(fi) if fi else np.zeros(0, np.int64)
+    order = np.argsort(d, kind='stable')   # rows ascend within a distance
+    out.append((d[order], i[order]))
+  return out
