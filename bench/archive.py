@@ -21,7 +21,8 @@ bits, N, k): queries/s (flat, mih and auto: best of 3 calls) of
            exact: its recall@k against the exact top k is reported;
 and the build time and bytes per code of each (faiss-mh: the growth of
 the process's resident memory while adding). Radius search (--radius):
-mih.radius_flat (numpy, chunked), mih.radius, faiss range_search.
+flat_numba.within (the compiled flat scan), mih.radius_flat (numpy,
+chunked: the oracle), mih.radius, faiss range_search.
 
 Codes (as bench/search.py's make_codes, generated in chunks so 10^7 x
 128 bits fits in memory): uniformly random, or clustered as a trained
@@ -37,6 +38,7 @@ import time
 import numpy as np
 
 from hashjax.archive import exact
+from hashjax.archive import flat_numba
 from hashjax.archive import index
 from hashjax.archive import mih
 from hashjax.archive import topk
@@ -146,7 +148,17 @@ def run_cell(a, kind, bits, n, faiss, rows, radius_rows, builds):
   for r in (int(x) for x in a.radius.split(',') if x):
     row = dict(codes=kind, bits=bits, n=n, r=r)
     want, t = timed(mih.radius_flat, q, db, r, bits)
-    row['flat'] = nq / t
+    row['numpy'] = nq / t
+    row['flat'] = None
+    if flat_numba.AVAILABLE:
+      flat_numba.within(q[:2], db[:1000], r, bits)      # compile
+      got, t = timed(flat_numba.within, q, db, r, bits)
+      row['flat'] = nq / t
+      if not all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+                 for x, y in zip(got, want)):
+        loud(f'flat_numba.within != radius_flat at {kind} {bits} bits '
+             f'N={n} r={r}')
+    mih.radius(q[:2], parts, r, bits)                     # compile
     got, t = timed(mih.radius, q, parts, r, bits)
     row['mih'] = nq / t
     row['found'] = np.mean([len(x[1]) for x in want])
@@ -207,15 +219,18 @@ def main():
         'mih.unit_cost() = %d, %s loop.)' % (
             mih.unit_cost(), 'compiled' if mih.compiled() else 'NumPy'))
   if radius_rows:
-    print('\n| codes | bits | N | r | found/query | flat (numpy) q/s | mih '
-          'q/s | faiss q/s | faiss-mh q/s | mih/flat |')
-    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    print('\n| codes | bits | N | r | found/query | flat q/s | numpy flat '
+          'q/s | mih q/s | faiss q/s | faiss-mh q/s | mih/flat |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for r in radius_rows:
       mh = '-' if r['faiss-mh'] is None else (
           f'{r["faiss-mh"]:,.0f} (recall {r["mh_recall"]:.2f})')
+      flat = r['flat'] or r['numpy']
       print(f'| {r["codes"]} | {r["bits"]} | {r["n"]:.0e} | {r["r"]} | '
-            f'{r["found"]:,.1f} | {r["flat"]:,.0f} | {r["mih"]:,.0f} | '
-            f'{r["faiss"]:,.0f} | {mh} | {r["mih"] / r["flat"]:.2f}x |')
+            f'{r["found"]:,.1f} | '
+            f'{"-" if r["flat"] is None else format(r["flat"], ",.0f")} | '
+            f'{r["numpy"]:,.0f} | {r["mih"]:,.0f} | {r["faiss"]:,.0f} | '
+            f'{mh} | {r["mih"] / flat:.2f}x |')
   print('\n| codes | bits | N | m (lengths) | mih build s | mih B/code | '
         'faiss add s | faiss B/code | faiss-mh add s | faiss-mh B/code |')
   print('|---|---:|---:|---|---:|---:|---:|---:|---:|---:|')

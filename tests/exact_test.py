@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from hashjax.archive import exact
+from hashjax.archive import flat_numba
 from hashjax.archive import index
 from hashjax.archive import mih
 from hashjax.archive import shards
@@ -130,3 +131,32 @@ def test_auto_with_the_flat_scan_estimated(sharded, monkeypatch, ratio):
   want_d, want_i = reference(q, packed, 10)
   np.testing.assert_array_equal(d, want_d)
   np.testing.assert_array_equal(i, want_i)
+
+
+@pytest.mark.parametrize('ratio', [1e-3, 3, 1e6])
+def test_within_auto_sends_the_queries_mih_gives_up_on_to_the_flat_scan(
+    sharded, monkeypatch, ratio):
+  """auto's radius search past its size threshold: MIH with a budget of
+  N / unit_cost per query; the queries that exhaust it (none, some, all)
+  go to the flat scan, and every answer is exact."""
+  if not mih.compiled():
+    pytest.skip('the budget is the compiled loop\'s (numba)')
+  path, packed = sharded
+  monkeypatch.setattr(exact, 'RADIUS_MIN_CODES', 0)
+  monkeypatch.setattr(mih, 'unit_cost', lambda: ratio)
+  scanned = []
+  within = flat_numba.within
+  monkeypatch.setattr(flat_numba, 'within',
+                      lambda q, *a: scanned.append(len(q)) or within(q, *a))
+  idx = shards.load(path)
+  q = packed[np.arange(0, 5000, 97)] ^ np.uint32(1)
+  found = exact.within(idx, q, 6, 'auto')
+  dist = np.bitwise_count(q[:, None, :] ^ packed[None]).sum(-1)
+  for qi, (d, i) in enumerate(found):
+    rows = np.flatnonzero(dist[qi] <= 6)
+    order = np.lexsort((rows, dist[qi][rows]))
+    np.testing.assert_array_equal(i, rows[order])
+    np.testing.assert_array_equal(d, dist[qi][rows][order])
+  assert sum(scanned) == {1e-3: 0, 1e6: len(q)}.get(ratio, sum(scanned))
+  if ratio == 3:
+    assert 0 < sum(scanned) < len(q), scanned

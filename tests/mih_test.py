@@ -195,7 +195,8 @@ def _auto(q, parts, k, bits, ratio):
 
 
 @pytest.mark.parametrize('bits, clusters', [(64, 3), (40, 0), (128, 20)])
-def test_radius_matches_flatnonzero(bits, clusters):
+def test_radius_matches_flatnonzero(bits, clusters, kernel):
+  del kernel
   rng = np.random.default_rng(bits)
   n = 2000
   db = codes(n, bits, clusters, rng)
@@ -213,6 +214,32 @@ def test_radius_matches_flatnonzero(bits, clusters):
         np.testing.assert_array_equal(i, want)
         np.testing.assert_array_equal(d, full[row, want])
         assert d.dtype == np.int32 and i.dtype == np.int64
+
+
+def test_radius_budget_gives_up_and_keeps_the_rest_exact():
+  """The compiled radius loop with a budget over two parts: a query whose
+  work passes it (wide radius) is None; the others are exact."""
+  if not mih.compiled():
+    pytest.skip('numba is not installed (the `fast` extra)')
+  rng = np.random.default_rng(5)
+  db = codes(3000, 64, 3, rng)
+  q = queries(db, 64, rng, 6)
+  full = np.bitwise_count(q[:, None] ^ db[None]).sum(-1)
+  parts = shards(db, 64, [1400], m=4)
+  for r, budget in ((2, None), (5, 1e9), (5, 5000.0), (5, 1.0)):
+    got = mih.radius(q, parts, r, 64, max_candidates=budget)
+    if budget is None or budget > 1e6:
+      assert all(g is not None for g in got)
+    if budget == 1.0:
+      assert all(g is None for g in got)
+    if budget == 5000.0:
+      assert 0 < sum(g is None for g in got) < len(q)
+    for row, g in enumerate(got):
+      if g is not None:
+        want = np.flatnonzero(full[row] <= r)
+        want = want[np.argsort(full[row, want], kind='stable')]
+        np.testing.assert_array_equal(g[1], want)
+        np.testing.assert_array_equal(g[0], full[row, want])
 
 
 def test_save_load_round_trip_and_errors(tmp_path):

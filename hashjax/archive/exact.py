@@ -19,6 +19,8 @@ from hashjax.archive import mih
 from hashjax.archive import topk
 
 ALGORITHMS = ('auto', 'flat', 'mih')
+# `within`'s auto: below this many codes the flat scan alone.
+RADIUS_MIN_CODES = 100_000
 
 
 def _check(algorithm):
@@ -77,15 +79,34 @@ def nearest_codes(packed, bits, get_parts, q_packed, k, algorithm='auto'):
 
 def within(idx, q_packed, radius, algorithm='auto'):
   """Every code within Hamming distance `radius` of each query: a list of
-  (distances int32, rows int64) per query, by (distance, row)."""
+  (distances int32, rows int64) per query, by (distance, row).
+
+  `auto`: the flat scan below RADIUS_MIN_CODES codes; else MIH, where its compiled
+  loop runs with a budget of about one flat scan per query (a query that
+  exhausts it, a radius too wide for the substrings to prune, goes to the
+  flat scan), or, in the NumPy loop, for radius < 2m."""
   _check(algorithm)
   if radius < 0 or radius > idx.bits:
     raise ValueError(f'radius must be 0..{idx.bits}; got {radius}.')
   q = np.ascontiguousarray(q_packed, np.uint32)
+
+  def flat(qq):   # no XLA radius kernel: compiled on any backend
+    if flat_numba.AVAILABLE:
+      return flat_numba.within(qq, idx.packed, radius, idx.bits)
+    return mih.radius_flat(qq, idx.packed, radius, idx.bits)
   # Tables are loaded (or, for a single file, built) only where MIH may run.
-  if algorithm == 'mih' or (algorithm == 'auto' and len(idx) >= 100_000 and
-                            radius < 2 * parts(idx)[0][1].m):
+  if algorithm == 'mih':
     return mih.radius(q, parts(idx), radius, idx.bits)
-  if flat_numba.AVAILABLE:   # no XLA radius kernel: compiled on any backend
-    return flat_numba.within(q, idx.packed, radius, idx.bits)
-  return mih.radius_flat(q, idx.packed, radius, idx.bits)
+  if algorithm == 'flat' or len(idx) < RADIUS_MIN_CODES:
+    return flat(q)
+  if not mih.compiled():
+    if radius < 2 * parts(idx)[0][1].m:
+      return mih.radius(q, parts(idx), radius, idx.bits)
+    return flat(q)
+  found = mih.radius(q, parts(idx), radius, idx.bits,
+                     max_candidates=len(idx) / mih.unit_cost())
+  rest = [i for i, f in enumerate(found) if f is None]
+  if rest:
+    for i, f in zip(rest, flat(q[rest])):
+      found[i] = f
+  return found

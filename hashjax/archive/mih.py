@@ -941,32 +941,61 @@ def _radius_one(q, keys, parts, r, total):
   return (best // total).astype(np.int32), best % total
 
 
-def radius(q_packed, parts, r, bits):
+def radius(q_packed, parts, r, bits, *, max_candidates=None):
   """Every item within Hamming distance r of each query, by MIH.
 
   A part (shard) at a time for every query, so that, as in `search`,
   memory-mapped tables' pages are dropped between parts once the process
-  passes _release_level() (an index bigger than memory).
+  passes _release_level() (an index bigger than memory). The compiled
+  loop (mih_numba.radius) where numba is installed, else a NumPy loop.
+
+  Args:
+    max_candidates: per query, in the compiled loop: a query whose work
+      (PROBE_WORK_COMPILED per bucket probed + codes verified, over all
+      parts) passes it gives up, and its entry is None (the NumPy loop has
+      no budget).
 
   Returns:
     A list with, per query, (dist int32, idx int64) sorted by (distance,
-    global index).
+    global index), or None for a query that gave up.
   """
   parts = _parts(parts, bits)
   total = sum(p.n for p in parts)
   q = np.ascontiguousarray(q_packed, np.uint32)
   keys = _query_keys(q, parts[0].tables)
   found = [[] for _ in range(len(q))]
+  left = np.full(len(q), np.inf if max_candidates is None else
+                 float(max_candidates))   # budget left, over the parts
+  gave_up = np.zeros(len(q), bool)
+  if compiled():
+    qw = _word_layout(q, parts[0].words.dtype)
+    lengths = np.asarray(parts[0].tables.lengths, np.int64)
+    pieces = (workers.threads() if len(q) >= MIN_QUERIES_PER_THREAD *
+              workers.threads() else 1)
   for part in parts:
-    for i in range(len(q)):
-      d, idx = _radius_one(q[i], keys[i], [part], int(r), total)
-      found[i].append(d.astype(np.int64) * total + idx)
+    if compiled():
+
+      def queries(lo, hi, part=part):
+        got, ends, g, work = mih_numba.radius(
+            qw[lo:hi], keys[lo:hi], lengths, *_compiled_part(part), total,
+            int(r), np.where(gave_up[lo:hi], -1.0, left[lo:hi]),
+            PROBE_WORK_COMPILED)
+        for i, (a, b) in enumerate(zip(np.r_[0, ends[:-1]], ends)):
+          found[lo + i].append(got[a:b])
+        gave_up[lo:hi] |= g
+        left[lo:hi] -= work
+      workers.run_split(queries, len(q), pieces)
+    else:
+      for i in range(len(q)):
+        d, idx = _radius_one(q[i], keys[i], [part], int(r), total)
+        found[i].append(d.astype(np.int64) * total + idx)
     if len(parts) > 1 and resident_bytes() >= _release_level():
       _release_all(parts)
   out = []
-  for f in found:
+  for f, g in zip(found, gave_up):
     best = np.sort(np.concatenate(f))   # parts hold different rows
-    out.append(((best // total).astype(np.int32), best % total))
+    out.append(None if g else ((best // total).astype(np.int32),
+                               best % total))
   return out
 
 

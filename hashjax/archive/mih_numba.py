@@ -19,6 +19,10 @@ hold a code that can enter, made it 1.2-3.4x faster again
 (docs/benchmarks.md). The results are the same integers as the NumPy path
 (tests/mih_test.py runs both against the flat scan).
 
+`radius` runs the radius search (every code within r) the same way: the
+buckets the pigeonhole bound names, each bucket's codes as one run, a code
+found through several substrings kept once.
+
 Optional: `pip install numba` (the `fast` extra). Without it `mih` uses its
 NumPy loop.
 """
@@ -289,3 +293,104 @@ if AVAILABLE:
       count_out[i] = count
       for t in range(count, k):
         best[t] = -1
+
+  @numba.njit(nogil=True, cache=True)
+  def radius(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
+             total, r, budget, probe_work):
+    """Every code within Hamming distance r of each query over the parts
+    (typed lists as `knn`), as keys distance * total + global row.
+
+    With r = m * s0 + last, a code within r has a substring j <= last
+    within s0 or a substring j > last within s0 - 1 of the query's
+    (pigeonhole), so those are the buckets probed, in chunks of masks as
+    in `knn`. A code found through several substrings is kept once.
+    A query whose work (probe_work per bucket probed + codes verified)
+    passes its budget (float64 [Q]; negative: skipped) gives up: it keeps
+    no keys and is flagged.
+
+    Returns:
+      (keys int64, ends int64 [Q], gave_up bool [Q], work float64 [Q]):
+      query i's keys, ascending, are keys[ends[i - 1]:ends[i]].
+    """
+    chunk = 512
+    num_q = q_words.shape[0]
+    m = lengths.shape[0]
+    num_parts = part_offsets.shape[0]
+    s0, last_j = r // m, r % m
+    masks = np.empty(chunk, np.int64)
+    first = np.empty(chunk, np.int64)
+    last = np.empty(chunk, np.int64)
+    sink = np.zeros(1, codes[0].dtype)
+    found = np.empty(1024, np.int64)
+    ends = np.zeros(num_q, np.int64)
+    gave_up = np.zeros(num_q, np.bool_)
+    spent = np.zeros(num_q, np.float64)
+    n = 0
+    width = q_words.shape[1]
+    for i in range(num_q):
+      q = q_words[i]
+      start = n
+      work = 0.0
+      gave_up[i] = budget[i] < 0
+      for s in range(s0 + 1):
+        for j in range(m if s < s0 else last_j + 1):
+          length = lengths[j]
+          if s > length or gave_up[i]:
+            continue
+          limit = np.int64(1) << length
+          key_j = q_keys[i, j]
+          mask = (np.int64(1) << s) - 1
+          while mask < limit and not gave_up[i]:
+            n_masks = 0
+            while mask < limit and n_masks < chunk:
+              masks[n_masks] = key_j ^ mask
+              n_masks += 1
+              if s == 0:
+                mask = limit
+              else:
+                low = mask & -mask
+                ripple = mask + low
+                mask = (((ripple ^ mask) >> 2) // low) | ripple
+            for p in range(num_parts):
+              off = offsets[p * m + j]
+              flat = codes[p * m + j].reshape(-1)
+              prow = rows[p * m + j]
+              base = part_offsets[p]
+              touch = flat.dtype.type(0)
+              for t in range(n_masks):
+                first[t] = off[masks[t]]
+                last[t] = off[masks[t] + 1]
+                if last[t] > first[t]:
+                  touch ^= flat[first[t] * width]
+              sink[0] ^= touch
+              work += n_masks * probe_work
+              for t in range(n_masks):
+                work += last[t] - first[t]
+              if work > budget[i]:
+                gave_up[i] = True
+                break
+              for t in range(n_masks):
+                for u in range(first[t], last[t]):
+                  d = np.int64(0)
+                  for w in range(width):
+                    d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
+                  if d <= r:
+                    if n == found.shape[0]:
+                      grown = np.empty(2 * n, np.int64)
+                      grown[:n] = found
+                      found = grown
+                    found[n] = d * total + base + prow[u]
+                    n += 1
+      spent[i] = work
+      if gave_up[i]:
+        n = start
+      if n > start:   # ascending, each code once
+        found[start:n] = np.sort(found[start:n])
+        kept = start + 1
+        for e in range(start + 1, n):
+          if found[e] != found[kept - 1]:
+            found[kept] = found[e]
+            kept += 1
+        n = kept
+      ends[i] = n
+    return found[:n], ends, gave_up, spent
