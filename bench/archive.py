@@ -22,7 +22,8 @@ bits, N, k): queries/s (flat, mih and auto: best of 3 calls) of
 and the build time and bytes per code of each (faiss-mh: the growth of
 the process's resident memory while adding). Radius search (--radius):
 flat_numba.within (the compiled flat scan), mih.radius_flat (numpy,
-chunked: the oracle), mih.radius, faiss range_search.
+chunked: the oracle), mih.radius, exact.within_codes(..., 'auto') (what
+the search command runs), faiss range_search.
 
 Codes (as bench/search.py's make_codes, generated in chunks so 10^7 x
 128 bits fits in memory): uniformly random, or clustered as a trained
@@ -165,6 +166,11 @@ def run_cell(a, kind, bits, n, faiss, rows, radius_rows, builds):
     if not all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
                for x, y in zip(got, want)):
       loud(f'mih.radius != radius_flat at {kind} {bits} bits N={n} r={r}')
+    got, t = timed(exact.within_codes, db, bits, lambda: parts, q, r)
+    row['auto'] = nq / t
+    if not all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+               for x, y in zip(got, want)):
+      loud(f'auto radius != radius_flat at {kind} {bits} bits N={n} r={r}')
     # faiss: distances < radius.
     (lims, _, _), t = timed(fflat.range_search, fq, r + 1)
     row['faiss'] = nq / t
@@ -220,8 +226,9 @@ def main():
             mih.unit_cost(), 'compiled' if mih.compiled() else 'NumPy'))
   if radius_rows:
     print('\n| codes | bits | N | r | found/query | flat q/s | numpy flat '
-          'q/s | mih q/s | faiss q/s | faiss-mh q/s | mih/flat |')
-    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+          'q/s | mih q/s | auto q/s | faiss q/s | faiss-mh q/s | mih/flat '
+          '| auto/flat |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for r in radius_rows:
       mh = '-' if r['faiss-mh'] is None else (
           f'{r["faiss-mh"]:,.0f} (recall {r["mh_recall"]:.2f})')
@@ -229,8 +236,9 @@ def main():
       print(f'| {r["codes"]} | {r["bits"]} | {r["n"]:.0e} | {r["r"]} | '
             f'{r["found"]:,.1f} | '
             f'{"-" if r["flat"] is None else format(r["flat"], ",.0f")} | '
-            f'{r["numpy"]:,.0f} | {r["mih"]:,.0f} | {r["faiss"]:,.0f} | '
-            f'{mh} | {r["mih"] / flat:.2f}x |')
+            f'{r["numpy"]:,.0f} | {r["mih"]:,.0f} | {r["auto"]:,.0f} | '
+            f'{r["faiss"]:,.0f} | {mh} | {r["mih"] / flat:.2f}x | '
+            f'{r["auto"] / flat:.2f}x |')
   print('\n| codes | bits | N | m (lengths) | mih build s | mih B/code | '
         'faiss add s | faiss B/code | faiss-mh add s | faiss-mh B/code |')
   print('|---|---:|---:|---|---:|---:|---:|---:|---:|---:|')

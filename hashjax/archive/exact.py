@@ -79,32 +79,39 @@ def nearest_codes(packed, bits, get_parts, q_packed, k, algorithm='auto'):
 
 def within(idx, q_packed, radius, algorithm='auto'):
   """Every code within Hamming distance `radius` of each query: a list of
-  (distances int32, rows int64) per query, by (distance, row).
+  (distances int32, rows int64) per query, by (distance, row)."""
+  return within_codes(idx.packed, idx.bits, lambda: parts(idx), q_packed,
+                      radius, algorithm)
 
-  `auto`: the flat scan below RADIUS_MIN_CODES codes; else MIH, where its compiled
-  loop runs with a budget of about one flat scan per query (a query that
-  exhausts it, a radius too wide for the substrings to prune, goes to the
-  flat scan), or, in the NumPy loop, for radius < 2m."""
+
+def within_codes(packed, bits, get_parts, q_packed, radius, algorithm='auto'):
+  """`within` over packed codes [N, W]; get_parts() gives their MIH parts
+  when needed (tables are loaded or built only where MIH may run).
+
+  `auto`: the flat scan below RADIUS_MIN_CODES codes; else MIH, where its
+  compiled loop runs with a budget of about one flat scan per query (a
+  query that exhausts it, a radius too wide for the substrings to prune,
+  goes to the flat scan), or, in the NumPy loop, for radius < 2m."""
   _check(algorithm)
-  if radius < 0 or radius > idx.bits:
-    raise ValueError(f'radius must be 0..{idx.bits}; got {radius}.')
+  if radius < 0 or radius > bits:
+    raise ValueError(f'radius must be 0..{bits}; got {radius}.')
   q = np.ascontiguousarray(q_packed, np.uint32)
+  n = packed.shape[0]
 
   def flat(qq):   # no XLA radius kernel: compiled on any backend
     if flat_numba.AVAILABLE:
-      return flat_numba.within(qq, idx.packed, radius, idx.bits)
-    return mih.radius_flat(qq, idx.packed, radius, idx.bits)
-  # Tables are loaded (or, for a single file, built) only where MIH may run.
+      return flat_numba.within(qq, packed, radius, bits)
+    return mih.radius_flat(qq, packed, radius, bits)
   if algorithm == 'mih':
-    return mih.radius(q, parts(idx), radius, idx.bits)
-  if algorithm == 'flat' or len(idx) < RADIUS_MIN_CODES:
+    return mih.radius(q, get_parts(), radius, bits)
+  if algorithm == 'flat' or n < RADIUS_MIN_CODES:
     return flat(q)
   if not mih.compiled():
-    if radius < 2 * parts(idx)[0][1].m:
-      return mih.radius(q, parts(idx), radius, idx.bits)
+    if radius < 2 * get_parts()[0][1].m:
+      return mih.radius(q, get_parts(), radius, bits)
     return flat(q)
-  found = mih.radius(q, parts(idx), radius, idx.bits,
-                     max_candidates=len(idx) / mih.unit_cost())
+  found = mih.radius(q, get_parts(), radius, bits,
+                     max_candidates=n / mih.unit_cost())
   rest = [i for i, f in enumerate(found) if f is None]
   if rest:
     for i, f in zip(rest, flat(q[rest])):
