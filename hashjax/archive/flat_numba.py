@@ -23,6 +23,7 @@ Optional, like hashjax/archive/mih_numba.py: `pip install numba` (the
 """
 import numpy as np
 
+from hashjax.archive import index
 from hashjax.archive import mih_numba
 from hashjax.archive import workers
 
@@ -207,13 +208,6 @@ def require():
                        'numba (the `fast` extra).')
 
 
-def _word_layout(a):
-  """uint32 [N, W] -> uint64 [N, W/2] when W is even (half the popcounts),
-  else uint32; contiguous."""
-  a = np.ascontiguousarray(a, np.uint32)
-  return a.view(np.uint64) if a.shape[1] % 2 == 0 else a
-
-
 def search(q_packed, db_packed, k, bits, *, db_chunk=1 << 22,
            max_entries=1 << 25):
   """Exact top-k of every query: (distances [Q, k] int32, rows [Q, k]
@@ -227,7 +221,7 @@ def search(q_packed, db_packed, k, bits, *, db_chunk=1 << 22,
   k = int(min(k, n))
   if k < 1:
     raise ValueError('search needs a non-empty database and k >= 1.')
-  q = _word_layout(q_packed)
+  q = index.words(q_packed)
   num_q = q.shape[0]
   threads = workers.threads()
   cap = 2 * k + 64
@@ -244,7 +238,7 @@ def search(q_packed, db_packed, k, bits, *, db_chunk=1 << 22,
     buf_d = np.empty((len(qg), n_parts, cap), np.int32)
     buf_i = np.empty((len(qg), n_parts, cap), np.int64)
     for start in range(0, n, db_chunk):
-      chunk = _word_layout(db_packed[start:start + db_chunk])
+      chunk = index.words(db_packed[start:start + db_chunk])
       flat = chunk.reshape(-1)
 
       def items(lo, hi, flat=flat, chunk=chunk, start=start):
@@ -270,13 +264,13 @@ def within(q_packed, db_packed, r, bits, *, db_chunk=1 << 22,
   require()
   del bits
   n = db_packed.shape[0]
-  q = _word_layout(q_packed)
+  q = index.words(q_packed)
   num_q = q.shape[0]
   threads = workers.threads()
   found_d = [[] for _ in range(num_q)]
   found_i = [[] for _ in range(num_q)]
   for start in range(0, n, db_chunk):
-    chunk = _word_layout(db_packed[start:start + db_chunk])
+    chunk = index.words(db_packed[start:start + db_chunk])
     flat, width = chunk.reshape(-1), chunk.shape[1]
     n_tiles = -(-chunk.shape[0] // TILE)
     group = max(QBLOCK, max_counts // max(1, n_tiles) // QBLOCK * QBLOCK)

@@ -53,6 +53,14 @@ def pack(codes):
   return as_bytes.view('<u4').reshape(codes.shape[0], words).astype(np.uint32)
 
 
+def words(packed):
+  """uint32 [N, W] packed codes -> contiguous uint64 [N, W / 2] when W is
+  even (one popcount per 64 bits: the compiled scans' layout), else
+  contiguous uint32 [N, W]. Little-endian: word pairs keep the bit order."""
+  packed = np.ascontiguousarray(packed, np.uint32)
+  return packed.view(np.uint64) if packed.shape[1] % 2 == 0 else packed
+
+
 def unpack(packed, bits):
   """uint32 [N, words] -> int8 ±1 [N, bits] (the inverse of `pack`)."""
   packed = np.ascontiguousarray(packed, dtype='<u4')

@@ -58,6 +58,7 @@ import threading
 
 import numpy as np
 
+from hashjax.archive import index as index_lib
 from hashjax.archive import mih_numba
 from hashjax.archive import workers
 
@@ -653,10 +654,9 @@ def _release_all(parts):
 def _word_layout(packed, dtype):
   """uint32 [N, W] codes or queries -> [N, W'] as `dtype` words (uint64
   pairs or uint32), the layout of a _Part's words."""
-  packed = np.ascontiguousarray(packed)
   if dtype == np.uint64:
-    return packed.view(np.uint64)
-  return packed
+    return index_lib.words(packed)
+  return np.ascontiguousarray(packed, np.uint32)
 
 
 def _knn_one(q, keys, parts, k, total, budget):

@@ -303,7 +303,9 @@ if AVAILABLE:
     With r = m * s0 + last, a code within r has a substring j <= last
     within s0 or a substring j > last within s0 - 1 of the query's
     (pigeonhole), so those are the buckets probed, in chunks of masks as
-    in `knn`. A code found through several substrings is kept once.
+    in `knn`, a bucket's codes verified in blocks as in `_scan` (a
+    vectorised count first). A code found through several substrings is
+    kept once.
     A query whose work (probe_work per bucket probed + codes verified)
     passes its budget (float64 [Q]; negative: skipped) gives up: it keeps
     no keys and is flagged.
@@ -322,6 +324,7 @@ if AVAILABLE:
     last = np.empty(chunk, np.int64)
     sink = np.zeros(1, codes[0].dtype)
     found = np.empty(1024, np.int64)
+    dist = np.empty(BLOCK, np.int64)
     ends = np.zeros(num_q, np.int64)
     gave_up = np.zeros(num_q, np.bool_)
     spent = np.zeros(num_q, np.float64)
@@ -370,17 +373,31 @@ if AVAILABLE:
                 gave_up[i] = True
                 break
               for t in range(n_masks):
-                for u in range(first[t], last[t]):
-                  d = np.int64(0)
-                  for w in range(width):
-                    d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
-                  if d <= r:
-                    if n == found.shape[0]:
-                      grown = np.empty(2 * n, np.int64)
-                      grown[:n] = found
-                      found = grown
-                    found[n] = d * total + base + prow[u]
-                    n += 1
+                lo = first[t]
+                while lo < last[t]:
+                  hi = min(last[t], lo + BLOCK)
+                  if hi - lo < SMALL:
+                    for u in range(lo, hi):
+                      d = np.int64(0)
+                      for w in range(width):
+                        d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
+                      dist[u - lo] = d
+                  elif _near(flat[lo * width:hi * width], width, q,
+                             r + 1)[0] > 0:
+                    _distances(flat[lo * width:hi * width], width, q, dist)
+                  else:   # none within r
+                    lo = hi
+                    continue
+                  for u in range(lo, hi):
+                    d = dist[u - lo]
+                    if d <= r:
+                      if n == found.shape[0]:
+                        grown = np.empty(2 * n, np.int64)
+                        grown[:n] = found
+                        found = grown
+                      found[n] = d * total + base + prow[u]
+                      n += 1
+                  lo = hi
       spent[i] = work
       if gave_up[i]:
         n = start
