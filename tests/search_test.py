@@ -210,16 +210,16 @@ def test_compiled_scan_parts_chunks_and_groups(nq, bits, clusters, k):
 @pytest.mark.parametrize('r', [0, 2, 9, 64])
 def test_compiled_radius_scan(nq, bits, clusters, r):
   """flat_numba.within against every distance <= r of a brute-force
-  matrix, by (distance, row): the database in chunks (a ragged last tile),
-  queries in groups, r beyond the bits (every code)."""
+  matrix, by (distance, row): one query (rows split over threads), blocks
+  of queries, the database in chunks (a ragged last tile), matches past a
+  buffer's first size, r beyond the bits (every code)."""
   rng = np.random.default_rng(nq * bits + r)
   n = 3001
   packed = clustered(n, bits, clusters, 0.02, rng)
   q = packed[rng.integers(0, n, nq)] ^ np.uint32(rng.integers(0, 8))
   dist = np.bitwise_count(q[:, None, :] ^ packed[None]).sum(-1)
-  for chunk, counts in ((1 << 22, 1 << 24), (700, 1 << 24), (999, 1)):
-    found = flat_numba.within(q, packed, r, bits, db_chunk=chunk,
-                              max_counts=counts)
+  for chunk in (1 << 22, 700, 999):
+    found = flat_numba.within(q, packed, r, bits, db_chunk=chunk)
     assert len(found) == nq
     for qi, (d, i) in enumerate(found):
       rows = np.flatnonzero(dist[qi] <= r)
