@@ -143,7 +143,7 @@ def test_within_auto_sends_the_queries_mih_gives_up_on_to_the_flat_scan(
     pytest.skip('the budget is the compiled loop\'s (numba)')
   path, packed = sharded
   monkeypatch.setattr(exact, 'RADIUS_MIN_CODES', 0)
-  monkeypatch.setattr(mih, 'unit_cost', lambda: ratio)
+  monkeypatch.setattr(mih, 'RADIUS_COST_RATIO_COMPILED', ratio)
   scanned = []
   within = flat_numba.within
   monkeypatch.setattr(flat_numba, 'within',

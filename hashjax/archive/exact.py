@@ -89,9 +89,11 @@ def within_codes(packed, bits, get_parts, q_packed, radius, algorithm='auto'):
   when needed (tables are loaded or built only where MIH may run).
 
   `auto`: the flat scan below RADIUS_MIN_CODES codes; else MIH, where its
-  compiled loop runs with a budget of about one flat scan per query (a
-  query that exhausts it, a radius too wide for the substrings to prune,
-  goes to the flat scan), or, in the NumPy loop, for radius < 2m."""
+  compiled loop runs with a budget of about one flat radius scan per query
+  (N / mih.RADIUS_COST_RATIO_COMPILED units; a query over it, a radius too
+  wide for the substrings to prune, is found so by adding up bucket sizes
+  before any code is read, and goes to the flat scan), or, in the NumPy
+  loop, for radius < 2m."""
   _check(algorithm)
   if radius < 0 or radius > bits:
     raise ValueError(f'radius must be 0..{bits}; got {radius}.')
@@ -111,7 +113,7 @@ def within_codes(packed, bits, get_parts, q_packed, radius, algorithm='auto'):
       return mih.radius(q, get_parts(), radius, bits)
     return flat(q)
   found = mih.radius(q, get_parts(), radius, bits,
-                     max_candidates=n / mih.unit_cost())
+                     max_candidates=n / mih.RADIUS_COST_RATIO_COMPILED)
   rest = [i for i, f in enumerate(found) if f is None]
   if rest:
     for i, f in zip(rest, flat(q[rest])):

@@ -96,6 +96,12 @@ _COMPILED = True
 STEP_WORK_COMPILED = 0
 PROBE_WORK_COMPILED = 41
 COST_RATIO_COMPILED = 9
+# The same for the radius search: a unit of mih_numba.radius's work (its
+# keys sorted and deduplicated too) in visits of the compiled flat radius
+# scan (a count per tile, cheaper than the top k's scan): 24-37 on
+# clustered codes at 10^6 and 10^7, r = 3..6 (bench/archive.py's radius
+# "cost ratio" column).
+RADIUS_COST_RATIO_COMPILED = 30
 
 
 # Resident memory above which the compiled search drops the pages of
@@ -941,7 +947,7 @@ def _radius_one(q, keys, parts, r, total):
   return (best // total).astype(np.int32), best % total
 
 
-def radius(q_packed, parts, r, bits, *, max_candidates=None):
+def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None):
   """Every item within Hamming distance r of each query, by MIH.
 
   A part (shard) at a time for every query, so that, as in `search`,
@@ -954,6 +960,8 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None):
       (PROBE_WORK_COMPILED per bucket probed + codes verified, over all
       parts) passes it gives up, and its entry is None (the NumPy loop has
       no budget).
+    stats: optional dict, given 'work' (float [Q], the compiled loop's
+      work per query as counted for max_candidates).
 
   Returns:
     A list with, per query, (dist int32, idx int64) sorted by (distance,
@@ -967,6 +975,7 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None):
   left = np.full(len(q), np.inf if max_candidates is None else
                  float(max_candidates))   # budget left, over the parts
   gave_up = np.zeros(len(q), bool)
+  spent = np.zeros(len(q))
   if compiled():
     qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
@@ -984,6 +993,7 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None):
           found[lo + i].append(got[a:b])
         gave_up[lo:hi] |= g
         left[lo:hi] -= work
+        spent[lo:hi] += work
       workers.run_split(queries, len(q), pieces)
     else:
       for i in range(len(q)):
@@ -991,6 +1001,8 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None):
         found[i].append(d.astype(np.int64) * total + idx)
     if len(parts) > 1 and resident_bytes() >= _release_level():
       _release_all(parts)
+  if stats is not None:
+    stats['work'] = spent
   out = []
   for f, g in zip(found, gave_up):
     best = np.sort(np.concatenate(f))   # parts hold different rows

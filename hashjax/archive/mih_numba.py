@@ -295,6 +295,48 @@ if AVAILABLE:
         best[t] = -1
 
   @numba.njit(nogil=True, cache=True)
+  def _radius_verify(codes, rows, first, last, n_buckets, q, r, base, total,
+                     found, n, sink, dist):
+    """Appends to found[n:] the key distance * total + base + row of every
+    code within r in the buckets [first[t], last[t]) of one table (codes
+    in bucket order): their first codes touched together (overlapping
+    misses), then each bucket in blocks as in `_scan`. Returns (found, n);
+    found is a new, larger array when it filled."""
+    width = q.shape[0]
+    flat = codes.reshape(-1)
+    touch = flat.dtype.type(0)
+    for t in range(n_buckets):
+      if last[t] > first[t]:
+        touch ^= flat[first[t] * width]
+    sink[0] ^= touch
+    for t in range(n_buckets):
+      lo = first[t]
+      while lo < last[t]:
+        hi = min(last[t], lo + BLOCK)
+        if hi - lo < SMALL:
+          for u in range(lo, hi):
+            d = np.int64(0)
+            for w in range(width):
+              d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
+            dist[u - lo] = d
+        elif _near(flat[lo * width:hi * width], width, q, r + 1)[0] > 0:
+          _distances(flat[lo * width:hi * width], width, q, dist)
+        else:   # none within r
+          lo = hi
+          continue
+        for u in range(lo, hi):
+          d = dist[u - lo]
+          if d <= r:
+            if n == found.shape[0]:
+              grown = np.empty(2 * n, np.int64)
+              grown[:n] = found
+              found = grown
+            found[n] = d * total + base + rows[u]
+            n += 1
+        lo = hi
+    return found, n
+
+  @numba.njit(nogil=True, cache=True)
   def radius(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
              total, r, budget, probe_work):
     """Every code within Hamming distance r of each query over the parts
@@ -306,9 +348,10 @@ if AVAILABLE:
     in `knn`, a bucket's codes verified in blocks as in `_scan` (a
     vectorised count first). A code found through several substrings is
     kept once.
-    A query whose work (probe_work per bucket probed + codes verified)
-    passes its budget (float64 [Q]; negative: skipped) gives up: it keeps
-    no keys and is flagged.
+    A query whose work (probe_work per bucket probed + codes in them)
+    passes its budget (float64 [Q]; negative: skipped) gives up, found by
+    a first sweep over the buckets' sizes alone, before any code is read:
+    it keeps no keys and is flagged.
 
     Returns:
       (keys int64, ends int64 [Q], gave_up bool [Q], work float64 [Q]):
@@ -329,75 +372,54 @@ if AVAILABLE:
     gave_up = np.zeros(num_q, np.bool_)
     spent = np.zeros(num_q, np.float64)
     n = 0
-    width = q_words.shape[1]
     for i in range(num_q):
       q = q_words[i]
       start = n
       work = 0.0
       gave_up[i] = budget[i] < 0
-      for s in range(s0 + 1):
-        for j in range(m if s < s0 else last_j + 1):
-          length = lengths[j]
-          if s > length or gave_up[i]:
-            continue
-          limit = np.int64(1) << length
-          key_j = q_keys[i, j]
-          mask = (np.int64(1) << s) - 1
-          while mask < limit and not gave_up[i]:
-            n_masks = 0
-            while mask < limit and n_masks < chunk:
-              masks[n_masks] = key_j ^ mask
-              n_masks += 1
-              if s == 0:
-                mask = limit
-              else:
-                low = mask & -mask
-                ripple = mask + low
-                mask = (((ripple ^ mask) >> 2) // low) | ripple
-            for p in range(num_parts):
-              off = offsets[p * m + j]
-              flat = codes[p * m + j].reshape(-1)
-              prow = rows[p * m + j]
-              base = part_offsets[p]
-              touch = flat.dtype.type(0)
-              for t in range(n_masks):
-                first[t] = off[masks[t]]
-                last[t] = off[masks[t] + 1]
-                if last[t] > first[t]:
-                  touch ^= flat[first[t] * width]
-              sink[0] ^= touch
-              work += n_masks * probe_work
-              for t in range(n_masks):
-                work += last[t] - first[t]
-              if work > budget[i]:
-                gave_up[i] = True
-                break
-              for t in range(n_masks):
-                lo = first[t]
-                while lo < last[t]:
-                  hi = min(last[t], lo + BLOCK)
-                  if hi - lo < SMALL:
-                    for u in range(lo, hi):
-                      d = np.int64(0)
-                      for w in range(width):
-                        d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
-                      dist[u - lo] = d
-                  elif _near(flat[lo * width:hi * width], width, q,
-                             r + 1)[0] > 0:
-                    _distances(flat[lo * width:hi * width], width, q, dist)
-                  else:   # none within r
-                    lo = hi
-                    continue
-                  for u in range(lo, hi):
-                    d = dist[u - lo]
-                    if d <= r:
-                      if n == found.shape[0]:
-                        grown = np.empty(2 * n, np.int64)
-                        grown[:n] = found
-                        found = grown
-                      found[n] = d * total + base + prow[u]
-                      n += 1
-                  lo = hi
+      # With a finite budget, a first sweep only adds up the work (bucket
+      # sizes from the offsets): a query over budget gives up before any
+      # code is read. The second sweep verifies.
+      for sweep in range(0 if budget[i] == np.inf else -1, 1):
+        if gave_up[i]:
+          break
+        verify = sweep == 0
+        work = 0.0
+        for s in range(s0 + 1):
+          for j in range(m if s < s0 else last_j + 1):
+            length = lengths[j]
+            if s > length or gave_up[i]:
+              continue
+            limit = np.int64(1) << length
+            key_j = q_keys[i, j]
+            mask = (np.int64(1) << s) - 1
+            while mask < limit and not gave_up[i]:
+              n_masks = 0
+              while mask < limit and n_masks < chunk:
+                masks[n_masks] = key_j ^ mask
+                n_masks += 1
+                if s == 0:
+                  mask = limit
+                else:
+                  low = mask & -mask
+                  ripple = mask + low
+                  mask = (((ripple ^ mask) >> 2) // low) | ripple
+              for p in range(num_parts):
+                off = offsets[p * m + j]
+                for t in range(n_masks):
+                  first[t] = off[masks[t]]
+                  last[t] = off[masks[t] + 1]
+                work += n_masks * probe_work
+                for t in range(n_masks):
+                  work += last[t] - first[t]
+                if not verify:
+                  if work > budget[i]:
+                    gave_up[i] = True
+                    break
+                  continue
+                found, n = _radius_verify(
+                    codes[p * m + j], rows[p * m + j], first, last, n_masks,
+                    q, r, part_offsets[p], total, found, n, sink, dist)
       spent[i] = work
       if gave_up[i]:
         n = start
