@@ -98,9 +98,9 @@ PROBE_WORK_COMPILED = 41
 COST_RATIO_COMPILED = 9
 # The same for the radius search: a unit of mih_numba.radius's work (its
 # keys sorted and deduplicated too) in visits of the compiled flat radius
-# scan (a count per tile, cheaper than the top k's scan): 24-37 on
-# clustered codes at 10^6 and 10^7, r = 3..6 (bench/archive.py's radius
-# "cost ratio" column).
+# scan (a count per tile, cheaper than the top k's scan): 22-43 on
+# clustered codes at 10^6 and 10^7, r = 2, 4, 6 (bench/archive.py's radius
+# "cost ratio" column, two runs in docs/benchmarks.md).
 RADIUS_COST_RATIO_COMPILED = 30
 
 
