@@ -190,6 +190,36 @@ if AVAILABLE:
     return count
 
   @numba.njit(nogil=True, cache=True)
+  def _next_masks(key, mask, s, limit, masks):
+    """Fills masks[] with key ^ mask for the next masks of weight s below
+    `limit`, ascending from `mask` (Gosper's hack: the next larger value
+    with s bits); returns (how many, the next mask; limit when done)."""
+    n_masks = 0
+    while mask < limit and n_masks < masks.shape[0]:
+      masks[n_masks] = key ^ mask
+      n_masks += 1
+      if s == 0:
+        mask = limit
+      else:
+        low = mask & -mask
+        ripple = mask + low
+        mask = (((ripple ^ mask) >> 2) // low) | ripple
+    return n_masks, mask
+
+  @numba.njit(nogil=True, cache=True)
+  def _bounds(off, masks, n_masks, first, last, probe_work):
+    """The buckets masks[:n_masks] of a table with offsets `off`: their
+    bounds into first/last; returns their work (probe_work each + their
+    codes)."""
+    work = n_masks * probe_work
+    for t in range(n_masks):
+      first[t] = off[masks[t]]
+      last[t] = off[masks[t] + 1]
+    for t in range(n_masks):
+      work += last[t] - first[t]
+    return work
+
+  @numba.njit(nogil=True, cache=True)
   def knn(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
           total, k, budget, step_work, probe_work, best_out, count_out,
           work_out, gave_up_out):
@@ -256,24 +286,10 @@ if AVAILABLE:
           key_j = q_keys[i, j]
           mask = (np.int64(1) << s) - 1     # masks of weight s, ascending
           while mask < limit and not gave_up:
-            n_masks = 0
-            while mask < limit and n_masks < chunk:
-              masks[n_masks] = key_j ^ mask
-              n_masks += 1
-              if s == 0:
-                mask = limit
-              else:   # Gosper's hack: the next larger value with s bits.
-                low = mask & -mask
-                ripple = mask + low
-                mask = (((ripple ^ mask) >> 2) // low) | ripple
+            n_masks, mask = _next_masks(key_j, mask, s, limit, masks)
             for p in range(num_parts):
-              off = offsets[p * m + j]
-              for t in range(n_masks):
-                first[t] = off[masks[t]]
-                last[t] = off[masks[t] + 1]
-              work += n_masks * probe_work
-              for t in range(n_masks):
-                work += last[t] - first[t]
+              work += _bounds(offsets[p * m + j], masks, n_masks, first,
+                              last, probe_work)
               count = _scan(codes[p * m + j], rows[p * m + j], first, last,
                             n_masks, q, part_offsets[p], total, k, best,
                             count, sink, dist)
@@ -394,24 +410,10 @@ if AVAILABLE:
             key_j = q_keys[i, j]
             mask = (np.int64(1) << s) - 1
             while mask < limit and not gave_up[i]:
-              n_masks = 0
-              while mask < limit and n_masks < chunk:
-                masks[n_masks] = key_j ^ mask
-                n_masks += 1
-                if s == 0:
-                  mask = limit
-                else:
-                  low = mask & -mask
-                  ripple = mask + low
-                  mask = (((ripple ^ mask) >> 2) // low) | ripple
+              n_masks, mask = _next_masks(key_j, mask, s, limit, masks)
               for p in range(num_parts):
-                off = offsets[p * m + j]
-                for t in range(n_masks):
-                  first[t] = off[masks[t]]
-                  last[t] = off[masks[t] + 1]
-                work += n_masks * probe_work
-                for t in range(n_masks):
-                  work += last[t] - first[t]
+                work += _bounds(offsets[p * m + j], masks, n_masks, first,
+                                last, probe_work)
                 if not verify:
                   if work > budget[i]:
                     gave_up[i] = True
