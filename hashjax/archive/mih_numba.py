@@ -129,15 +129,33 @@ if AVAILABLE:
         dist[u] = d
 
   @numba.njit(nogil=True, cache=True)
+  def _touch(flat, width, first, last, n_buckets, sink):
+    """Reads the first TOUCH codes of each bucket (a line in 8) in a tight
+    loop of independent loads, so their cache misses overlap; `sink`, a
+    scratch word, keeps the loads from being optimised away."""
+    touch = flat.dtype.type(0)
+    for t in range(n_buckets):
+      for u in range(first[t], min(last[t], first[t] + TOUCH), 8):
+        touch ^= flat[u * width]
+    sink[0] ^= touch
+
+  @numba.njit(nogil=True, cache=True)
+  def _distance(flat, width, u, q):
+    """The distance to q of code u of `flat` (1-D, `width` words a code)."""
+    d = np.int64(0)
+    for w in range(width):
+      d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
+    return d
+
+  @numba.njit(nogil=True, cache=True)
   def _scan(codes, rows, first, last, n_buckets, q, base, total, k, best,
             count, sink, dist):
     """Verifies the buckets [first[t], last[t]) of one table: their codes
     are contiguous in `codes` (bucket order). A candidate's row is read
     only when its distance could enter the k best. Returns the new count.
 
-    The buckets' first TOUCH codes are read first in a tight loop of
-    independent loads, so their cache misses overlap (`sink`, a scratch
-    word, keeps those loads from being optimised away). A bucket of fewer
+    The buckets' first TOUCH codes are read first (`_touch`), so their
+    cache misses overlap. A bucket of fewer
     than SMALL codes is then verified code by code. A larger one goes in
     blocks of BLOCK codes: `_near` counts the block's codes nearer than
     the k-th best distance and at it, in a vectorised loop; only a block
@@ -148,20 +166,14 @@ if AVAILABLE:
     pass only if its first row is below the k-th best's."""
     width = q.shape[0]
     flat = codes.reshape(-1)
-    touch = codes.dtype.type(0)
-    for t in range(n_buckets):
-      for u in range(first[t], min(last[t], first[t] + TOUCH), 8):
-        touch ^= flat[u * width]
-    sink[0] ^= touch
+    _touch(flat, width, first, last, n_buckets, sink)
     for t in range(n_buckets):
       lo = first[t]
       while lo < last[t]:
         hi = min(last[t], lo + BLOCK)
         if hi - lo < SMALL:
           for u in range(lo, hi):
-            d = np.int64(0)
-            for w in range(width):
-              d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
+            d = _distance(flat, width, u, q)
             cut = d * total + base
             if count < k or cut < best[count - 1]:
               key = cut + rows[u]
@@ -315,26 +327,19 @@ if AVAILABLE:
                      found, n, sink, dist):
     """Appends to found[n:] the key distance * total + base + row of every
     code within r in the buckets [first[t], last[t]) of one table (codes
-    in bucket order): their first codes touched together (overlapping
-    misses), then each bucket in blocks as in `_scan`. Returns (found, n);
+    in bucket order): their first codes touched together (`_touch`), then
+    each bucket in blocks as in `_scan`. Returns (found, n);
     found is a new, larger array when it filled."""
     width = q.shape[0]
     flat = codes.reshape(-1)
-    touch = flat.dtype.type(0)
-    for t in range(n_buckets):
-      if last[t] > first[t]:
-        touch ^= flat[first[t] * width]
-    sink[0] ^= touch
+    _touch(flat, width, first, last, n_buckets, sink)
     for t in range(n_buckets):
       lo = first[t]
       while lo < last[t]:
         hi = min(last[t], lo + BLOCK)
         if hi - lo < SMALL:
           for u in range(lo, hi):
-            d = np.int64(0)
-            for w in range(width):
-              d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
-            dist[u - lo] = d
+            dist[u - lo] = _distance(flat, width, u, q)
         elif _near(flat[lo * width:hi * width], width, q, r + 1)[0] > 0:
           _distances(flat[lo * width:hi * width], width, q, dist)
         else:   # none within r
