@@ -92,6 +92,13 @@ def faiss_bytes(packed, bits):
   return np.ascontiguousarray(packed.view(np.uint8)[:, :bits // 8])
 
 
+def same_lists(got, want):
+  """Whether two radius results (a (distances, rows) pair per query) are
+  the same integers."""
+  return all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
+             for x, y in zip(got, want))
+
+
 def run_cell(a, kind, bits, n, faiss, rows, radius_rows, builds):
   rng = np.random.default_rng(bits + n)
   db, q = chunked_codes(kind, n, a.queries, bits, rng, a.centres, a.flip)
@@ -156,8 +163,7 @@ def run_cell(a, kind, bits, n, faiss, rows, radius_rows, builds):
       flat_numba.within(q[:2], db[:1000], r, bits)      # compile
       got, t = best_of(3, flat_numba.within, q, db, r, bits)
       row['flat'] = nq / t
-      if not all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
-                 for x, y in zip(got, want)):
+      if not same_lists(got, want):
         loud(f'flat_numba.within != radius_flat at {kind} {bits} bits '
              f'N={n} r={r}')
     mih.radius(q[:2], parts, r, bits)                     # compile
@@ -168,14 +174,12 @@ def run_cell(a, kind, bits, n, faiss, rows, radius_rows, builds):
       row['ratio'] = (t / max(1.0, stats['work'].sum())) / (
           1 / row['flat'] / n)
     row['found'] = np.mean([len(x[1]) for x in want])
-    if not all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
-               for x, y in zip(got, want)):
+    if not same_lists(got, want):
       loud(f'mih.radius != radius_flat at {kind} {bits} bits N={n} r={r}')
     got, t = best_of(3, exact.within_codes, db, bits, lambda: parts, q,
                      r)
     row['auto'] = nq / t
-    if not all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1])
-               for x, y in zip(got, want)):
+    if not same_lists(got, want):
       loud(f'auto radius != radius_flat at {kind} {bits} bits N={n} r={r}')
     # faiss: distances < radius.
     (lims, _, _), t = timed(fflat.range_search, fq, r + 1)

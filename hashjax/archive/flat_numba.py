@@ -302,7 +302,8 @@ def search(q_packed, db_packed, k, bits, *, db_chunk=1 << 22,
 def within(q_packed, db_packed, r, bits, *, db_chunk=1 << 22):
   """Every code within Hamming distance r of each query: a list with, per
   query, (distances int32, rows int64) by (distance, row), as
-  mih.radius_flat (the NumPy oracle, tests/mih_test.py).
+  mih.radius_flat (the NumPy oracle; tests/search_test.py checks this scan
+  against a brute-force matrix).
 
   One pass over each chunk of `db_chunk` codes (`_within`: work items of
   a block of queries and a range of rows, on threads), the matches of
@@ -327,9 +328,8 @@ def within(q_packed, db_packed, r, bits, *, db_chunk=1 << 22):
     workers.run_split(items, blocks * n_parts, threads)
     for lo, (hi, d, i, ends) in sorted(got.items()):
       prev = 0
-      for e in range(hi - lo):
-        b, p = (lo + e) // n_parts, (lo + e) % n_parts
-        del p   # parts come in row order within a block
+      for e in range(hi - lo):   # a block's parts come in row order
+        b = (lo + e) // n_parts
         for c in range(QBLOCK):
           end = ends[e * QBLOCK + c]
           if end > prev and b * QBLOCK + c < num_q:

@@ -972,10 +972,9 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None):
   q = np.ascontiguousarray(q_packed, np.uint32)
   keys = _query_keys(q, parts[0].tables)
   found = [[] for _ in range(len(q))]
-  left = np.full(len(q), np.inf if max_candidates is None else
-                 float(max_candidates))   # budget left, over the parts
+  budget = np.inf if max_candidates is None else float(max_candidates)
   gave_up = np.zeros(len(q), bool)
-  spent = np.zeros(len(q))
+  spent = np.zeros(len(q))              # work so far, over the parts
   if compiled():
     qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
@@ -987,12 +986,11 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None):
       def queries(lo, hi, part=part):
         got, ends, g, work = mih_numba.radius(
             qw[lo:hi], keys[lo:hi], lengths, *_compiled_part(part), total,
-            int(r), np.where(gave_up[lo:hi], -1.0, left[lo:hi]),
+            int(r), np.where(gave_up[lo:hi], -1.0, budget - spent[lo:hi]),
             PROBE_WORK_COMPILED)
         for i, (a, b) in enumerate(zip(np.r_[0, ends[:-1]], ends)):
           found[lo + i].append(got[a:b])
         gave_up[lo:hi] |= g
-        left[lo:hi] -= work
         spent[lo:hi] += work
       workers.run_split(queries, len(q), pieces)
     else:
