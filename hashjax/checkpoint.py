@@ -4,8 +4,11 @@ Saving is called on every host (orbax coordinates); only complete
 checkpoints are listed, so a run killed mid-save resumes from the last
 complete one.
 """
+import contextlib
 import os
 import pathlib
+import signal
+import threading
 
 import jax
 import orbax.checkpoint as ocp
@@ -23,7 +26,39 @@ def manager(workdir, keep):
 
 
 def save(mngr, state):
-  mngr.save(int(state.step), args=ocp.args.StandardSave(state))
+  with _ctrl_c_after_the_write():
+    mngr.save(int(state.step), args=ocp.args.StandardSave(state))
+
+
+def wait(mngr):
+  """Blocks until an in-flight (asynchronous) save is committed."""
+  with _ctrl_c_after_the_write():
+    mngr.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _ctrl_c_after_the_write():
+  """Holds a Ctrl-C (SIGINT) that arrives inside orbax until orbax returns.
+
+  Orbax's save first waits for the previous save, and a KeyboardInterrupt
+  raised in that wait is logged with a traceback and drops the checkpoint
+  being written. Here the signal is remembered and handed to the previous
+  handler once the write is committed (signals reach the main thread only).
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.getsignal(signal.SIGINT)
+  held = []
+  signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    if held and callable(previous):
+      previous(signal.SIGINT, None)
+    elif held and previous == signal.SIG_DFL:
+      os.kill(os.getpid(), signal.SIGINT)
 
 
 def restore_latest(mngr, template):

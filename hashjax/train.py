@@ -306,7 +306,7 @@ def _run(config, workdir, trace):
       state = end_round(state)
       checkpoint.save(mngr, state)
   finally:
-    mngr.wait_until_finished()   # on Ctrl-C too: finish an in-flight save.
+    checkpoint.wait(mngr)   # on Ctrl-C too: finish an in-flight save.
   train_seconds = time.time() - t_train
   if step_at_start == total_steps:   # a finished run, evaluated again.
     train_seconds = _previous_train_seconds(workdir, train_seconds)

@@ -273,6 +273,35 @@ def test_dgssh_released_with_class_balanced_batches(small_rsscn7, tmp_path):
   assert results['steps'] == 8 and 0.0 < results['metrics']['map@all'] <= 1.0
 
 
+def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write():
+  """A SIGINT that lands inside orbax's save or wait is raised only after
+  orbax returns: orbax would otherwise log a traceback and drop the
+  checkpoint it was writing."""
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  from hashjax import checkpoint  # pylint: disable=g-import-not-at-top
+  done = []
+
+  class Manager:
+
+    def save(self, step, args):
+      del args
+      os.kill(os.getpid(), signal.SIGINT)
+      done.append(step)
+
+    def wait_until_finished(self):
+      os.kill(os.getpid(), signal.SIGINT)
+      done.append('wait')
+
+  state = type('State', (), {'step': np.int32(4)})()
+  with pytest.raises(KeyboardInterrupt):
+    checkpoint.save(Manager(), state)
+  with pytest.raises(KeyboardInterrupt):
+    checkpoint.wait(Manager())
+  assert done == [4, 'wait']
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_resume_works(small_rsscn7, tmp_path):
   """SIGINT mid-run: exit 130 with one line and no traceback, every
