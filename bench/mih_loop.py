@@ -2,6 +2,7 @@
 
   python bench/mih_loop.py --old=fd5b5d6 [--n=10000000] [--bits=64]
                            [--m=3,4] [--k=1,10,100] [--queries=200]
+                           [--codes=random,clustered]
   python bench/mih_loop.py --old=fd5b5d6 --index=DIR [--k=..] [--queries=..]
 
 Imports hashjax/archive/mih_numba.py as it is now and as it was at commit
@@ -54,6 +55,7 @@ def main():
   p.add_argument('--m', default='3,4')
   p.add_argument('--k', default='1,10,100')
   p.add_argument('--queries', type=int, default=200)
+  p.add_argument('--codes', default='random,clustered')
   p.add_argument('--index', default='')
   a = p.parse_args()
   if a.index:
@@ -64,7 +66,7 @@ def main():
   print(f'| codes | m | k | flat q/s | {a.old} q/s | now q/s | '
         f'{a.old} / flat | now / flat |')
   print('|---|---:|---:|---:|---:|---:|---:|---:|')
-  for kind in ('random', 'clustered'):
+  for kind in a.codes.split(','):
     db, q = archive.chunked_codes(kind, n, a.queries, bits,
                                   np.random.default_rng(0))
     for m in (int(x) for x in a.m.split(',')):

@@ -1,0 +1,187 @@
+"""How fast exact MIH could be: the buckets it must read, against the flat scan.
+
+  python bench/mih_roofline.py [--n=10000000] [--bits=64] [--k=1,10,100]
+                               [--codes=random,clustered] [--queries=200]
+
+Everything runs on one CPU core (the process is pinned to one), so the
+flat scan and MIH compare per core. For random and clustered codes
+(bench/archive.py's generator), m chosen from the codes as the search
+command chooses it (mih.choose_m_for), and each k: the exact k-th distance
+d of every query (from the flat scan) fixes the probe step that certifies
+it, divmod(d, m) (tables 0..j at radius s, the others at s - 1): no exact
+MIH search can read fewer buckets. Over exactly those buckets, per query
+(best of 3):
+
+  probe  the buckets' bounds only (the offsets read);
+  read   + every code of those buckets read once (mih_numba._touch over
+         whole buckets): the memory MIH cannot avoid;
+  count  + every code's distance counted against d (mih_numba._near): the
+         least verification there is;
+  mih    mih_numba.knn, the search itself (its first buckets are verified
+         against a looser bound than d);
+  seq    as many bytes as `read` read in one contiguous run of the
+         database (memory speed without the buckets' random starts);
+  flat   the compiled flat scan (topk.search), per query.
+
+The ceilings flat / read and flat / count bound MIH / flat on this
+machine: MIH cannot beat the flat scan by more than flat / read, however
+its verification is written. Printed beside the measured flat / mih.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+import numba  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from hashjax.archive import mih  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hashjax.archive import mih_numba  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hashjax.archive import topk  # pylint: disable=g-import-not-at-top,wrong-import-position
+import archive  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@numba.njit(nogil=True)
+def certified_buckets(q_words, q_keys, lengths, offsets, codes, d_k, mode,
+                      totals):
+  """Walks, for each query, every bucket up to the step that certifies its
+  k-th distance d_k[i]; mode 0 reads the bounds, 1 also reads every code,
+  2 also counts each code's distance against d_k[i]. totals[i] = [buckets,
+  codes] of query i. Returns a checksum (keeps the reads)."""
+  m = lengths.shape[0]
+  chunk = 512
+  masks = np.empty(chunk, np.int64)
+  first = np.empty(chunk, np.int64)
+  last = np.empty(chunk, np.int64)
+  sink = np.zeros(1, codes[0].dtype)
+  check = np.int64(0)
+  width = q_words.shape[1]
+  for i in range(q_words.shape[0]):
+    q = q_words[i]
+    buckets = np.int64(0)
+    n_codes = np.int64(0)
+    s, j_stop = divmod(d_k[i], m)
+    for r in range(s + 1):
+      for j in range(m):
+        if r == s and j > j_stop:
+          break
+        limit = np.int64(1) << lengths[j]
+        if r > lengths[j]:
+          continue
+        mask = (np.int64(1) << r) - 1
+        flat = codes[j].reshape(-1)
+        while mask < limit:
+          n_masks, mask = mih_numba._next_masks(q_keys[i, j], mask, r, limit,
+                                                masks)
+          n_codes += mih_numba._bounds(offsets[j], masks, n_masks, first,
+                                       last, 0)
+          buckets += n_masks
+          if mode >= 1:
+            mih_numba._touch(flat, width, first, last, n_masks, sink)
+          if mode >= 2:
+            for t in range(n_masks):
+              below, _ = mih_numba._near(flat[first[t] * width:
+                                              last[t] * width], width, q,
+                                         d_k[i])
+              check += below
+    totals[i, 0] = buckets
+    totals[i, 1] = n_codes
+  return check + np.int64(sink[0] & 1)
+
+
+@numba.njit(nogil=True)
+def read_runs(flat, words, starts):
+  """Reads `words[i]` contiguous words of `flat` from starts[i], for each
+  i (xor of every 8th word: one load per cache line, as _touch)."""
+  x = flat.dtype.type(0)
+  for i in range(starts.shape[0]):
+    for u in range(starts[i], starts[i] + words[i], 8):
+      x ^= flat[u]
+  return x
+
+
+def best_of(n, fn):
+  t = np.inf
+  for _ in range(n):
+    t0 = time.perf_counter()
+    fn()
+    t = min(t, time.perf_counter() - t0)
+  return t
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--n', type=float, default=1e7)
+  p.add_argument('--bits', type=int, default=64)
+  p.add_argument('--k', default='1,10,100')
+  p.add_argument('--codes', default='random,clustered')
+  p.add_argument('--queries', type=int, default=200)
+  a = p.parse_args()
+  n, bits = int(a.n), a.bits
+  print(f'N = {n:,}, {bits} bits, {a.queries} queries, one core '
+        f'(CPU {sorted(os.sched_getaffinity(0))}); ms per query, best of 3; '
+        'buckets and MB per query: those that certify the exact k-th '
+        'distance\n')
+  print('| codes | m | k | buckets | MB read | probe | read | count | mih | '
+        'seq | flat | flat / read | flat / count | flat / mih |')
+  print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+        '---:|')
+  for kind in a.codes.split(','):
+    db, q = archive.chunked_codes(kind, n, a.queries, bits,
+                                  np.random.default_rng(0))
+    m = mih.choose_m_for(db, bits)
+    parts = mih._parts([(db, mih.build(db, bits, m=m), 0)], bits)  # pylint: disable=protected-access
+    offsets, rows, codes, part_offsets = mih._compiled_parts(parts)  # pylint: disable=protected-access
+    qw = mih._word_layout(q, parts[0].words.dtype)  # pylint: disable=protected-access
+    keys = mih._query_keys(q, parts[0].tables)  # pylint: disable=protected-access
+    lengths = np.asarray(parts[0].tables.lengths, np.int64)
+    flat_words = mih._word_layout(db, parts[0].words.dtype).reshape(-1)  # pylint: disable=protected-access
+    width = qw.shape[1]
+    for k in (int(x) for x in a.k.split(',')):
+      topk.search(q[:8], db, k, bits)                       # compile
+      t_flat = best_of(3, lambda: topk.search(q, db, k, bits))  # pylint: disable=cell-var-from-loop
+      fd, _ = topk.search(q, db, k, bits)
+      d_k = fd[:, -1].astype(np.int64)
+      totals = np.zeros((len(q), 2), np.int64)
+      times = {}
+      for mode, name in enumerate(('probe', 'read', 'count')):
+        certified_buckets(qw[:2], keys[:2], lengths, offsets, codes, d_k[:2],
+                          mode, totals[:2])                 # compile
+        times[name] = best_of(3, lambda mode=mode: certified_buckets(  # pylint: disable=g-long-lambda
+            qw, keys, lengths, offsets, codes, d_k, mode, totals))
+
+      def run_mih():
+        best = np.full((len(q), k), -1, np.int64)
+        count = np.zeros(len(q), np.int64)
+        seen = np.zeros(len(q), np.int64)
+        gave_up = np.zeros(len(q), bool)
+        mih_numba.knn(qw, keys, lengths, offsets, rows, codes, part_offsets,
+                      n, k, np.inf, mih.STEP_WORK_COMPILED,
+                      mih.PROBE_WORK_COMPILED, best, count, seen, gave_up)
+        return best
+      got = run_mih()
+      if not np.array_equal(got // n, fd):
+        print(f'\n!!!!!!!! MISMATCH: {kind} k={k}\n')
+      times['mih'] = best_of(3, run_mih)
+      words = totals[:, 1] * width
+      rng = np.random.default_rng(1)
+      starts = rng.integers(0, max(1, flat_words.size - words.max()),
+                            len(q))
+      read_runs(flat_words, words[:2], starts[:2])          # compile
+      times['seq'] = best_of(3, lambda: read_runs(flat_words, words, starts))  # pylint: disable=cell-var-from-loop
+      ms = {name: t / len(q) * 1e3 for name, t in times.items()}
+      ms_flat = t_flat / len(q) * 1e3
+      print(f'| {kind} | {m} | {k} | {totals[:, 0].mean():,.0f} | '
+            f'{words.mean() * 8 / 2**20:.2f} | {ms["probe"]:.3f} | '
+            f'{ms["read"]:.3f} | {ms["count"]:.3f} | {ms["mih"]:.3f} | '
+            f'{ms["seq"]:.3f} | {ms_flat:.3f} | '
+            f'{ms_flat / ms["read"]:.1f}x | {ms_flat / ms["count"]:.1f}x | '
+            f'**{ms_flat / ms["mih"]:.1f}x** |', flush=True)
+
+
+if __name__ == '__main__':
+  main()
