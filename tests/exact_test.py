@@ -160,3 +160,37 @@ def test_within_auto_sends_the_queries_mih_gives_up_on_to_the_flat_scan(
   assert sum(scanned) == {1e-3: 0, 1e6: len(q)}.get(ratio, sum(scanned))
   if ratio == 3:
     assert 0 < sum(scanned) < len(q), scanned
+
+
+@pytest.mark.parametrize('floor', [1e-3, 1e6])
+def test_within_auto_retries_many_give_ups_with_a_measured_budget(
+    sharded, monkeypatch, floor):
+  """When many queries exceed auto's radius budget, the flat scan is timed
+  on 8 of them and MIH on 2 more with the widest budget (N / floor); the
+  rest get the measured budget (floor 1e-3: MIH may keep them) or, when
+  MIH's probe queries give up too (floor 1e6), the flat scan. Every
+  answer is exact either way."""
+  if not mih.compiled():
+    pytest.skip('the budget is the compiled loop\'s (numba)')
+  path, packed = sharded
+  monkeypatch.setattr(exact, 'RADIUS_MIN_CODES', 0)
+  monkeypatch.setattr(exact, 'RADIUS_RETRY_MIN', 12)
+  monkeypatch.setattr(mih, 'RADIUS_COST_RATIO_COMPILED', 1e6)
+  monkeypatch.setattr(mih, 'RADIUS_COST_RATIO_FLOOR', floor)
+  scanned = []
+  within = flat_numba.within
+  monkeypatch.setattr(flat_numba, 'within',
+                      lambda q, *a: scanned.append(len(q)) or within(q, *a))
+  idx = shards.load(path)
+  q = packed[np.arange(0, 5000, 97)] ^ np.uint32(1)
+  found = exact.within(idx, q, 6, 'auto')
+  dist = np.bitwise_count(q[:, None, :] ^ packed[None]).sum(-1)
+  for qi, (d, i) in enumerate(found):
+    rows = np.flatnonzero(dist[qi] <= 6)
+    order = np.lexsort((rows, dist[qi][rows]))
+    np.testing.assert_array_equal(i, rows[order])
+    np.testing.assert_array_equal(d, dist[qi][rows][order])
+  if floor == 1e6:
+    assert scanned == [8, len(q) - 8], scanned
+  else:
+    assert scanned[0] == 8 and sum(scanned) <= len(q) - 2, scanned

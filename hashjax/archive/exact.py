@@ -21,6 +21,12 @@ from hashjax.archive import topk
 ALGORITHMS = ('auto', 'flat', 'mih')
 # `within`'s auto: below this many codes the flat scan alone.
 RADIUS_MIN_CODES = 100_000
+# `within`'s auto, when at least RADIUS_RETRY_MIN queries exceed MIH's
+# budget: the flat scan is timed on RADIUS_PROBE_FLAT of them and MIH on
+# RADIUS_PROBE_MIH more, and the rest get the budget those times give.
+RADIUS_RETRY_MIN = 64
+RADIUS_PROBE_FLAT = 8
+RADIUS_PROBE_MIH = 2
 
 
 def _check(algorithm):
@@ -92,8 +98,9 @@ def within_codes(packed, bits, get_parts, q_packed, radius, algorithm='auto'):
   compiled loop runs with a budget of about one flat radius scan per query
   (N / mih.RADIUS_COST_RATIO_COMPILED units; a query over it, a radius too
   wide for the substrings to prune, is found so by adding up bucket sizes
-  before any code is read, and goes to the flat scan), or, in the NumPy
-  loop, for radius < 2m."""
+  before any code is read, and goes to the flat scan; if many do, a budget
+  measured on this call gets a second try, `_radius_retry`), or, in the
+  NumPy loop, for radius < 2m."""
   _check(algorithm)
   if radius < 0 or radius > bits:
     raise ValueError(f'radius must be 0..{bits}; got {radius}.')
@@ -114,8 +121,46 @@ def within_codes(packed, bits, get_parts, q_packed, radius, algorithm='auto'):
     return flat(q)
   found = mih.radius(q, get_parts(), radius, bits,
                      max_candidates=n / mih.RADIUS_COST_RATIO_COMPILED)
-  rest = [i for i, f in enumerate(found) if f is None]
-  if rest:
+  rest = np.array([i for i, f in enumerate(found) if f is None], np.int64)
+  if len(rest) >= RADIUS_RETRY_MIN:
+    rest = _radius_retry(q, rest, found, flat, get_parts(), radius, bits, n)
+  if len(rest):
     for i, f in zip(rest, flat(q[rest])):
       found[i] = f
   return found
+
+
+def _radius_retry(q, rest, found, flat, mih_parts, radius, bits, n):
+  """The queries `rest` exceeded auto's radius budget, which was fitted on
+  clustered codes, where a unit of MIH work costs 22-43 flat-scan visits.
+  On evenly spread codes a unit costs 8-15, so MIH can still win there.
+  This measures both on this call: the flat scan on RADIUS_PROBE_FLAT of
+  the queries, and MIH on RADIUS_PROBE_MIH more with the widest budget
+  (N / mih.RADIUS_COST_RATIO_FLOOR). The units of MIH work that cost one
+  flat scan then budget the remaining queries. Fills `found`; returns the
+  queries left for the flat scan."""
+  import time  # pylint: disable=g-import-not-at-top
+  a, b = RADIUS_PROBE_FLAT, RADIUS_PROBE_FLAT + RADIUS_PROBE_MIH
+  t0 = time.perf_counter()
+  for i, f in zip(rest[:a], flat(q[rest[:a]])):
+    found[i] = f
+  flat_seconds = (time.perf_counter() - t0) / a
+  stats = {}
+  t0 = time.perf_counter()
+  got = mih.radius(q[rest[a:b]], mih_parts, radius, bits,
+                   max_candidates=n / mih.RADIUS_COST_RATIO_FLOOR,
+                   stats=stats)
+  mih_seconds = time.perf_counter() - t0   # the give-ups' probes count too
+  done = np.array([g is not None for g in got])
+  for i, g in zip(rest[a:b], got):
+    found[i] = g
+  work = stats['work'][done].sum()
+  budget = min(flat_seconds * work / mih_seconds if work else 0.0,
+               n / mih.RADIUS_COST_RATIO_FLOOR)
+  later = rest[b:]
+  if budget > n / mih.RADIUS_COST_RATIO_COMPILED:
+    got = mih.radius(q[later], mih_parts, radius, bits, max_candidates=budget)
+    for i, g in zip(later, got):
+      found[i] = g
+    later = later[[g is None for g in got]]
+  return np.concatenate([rest[a:b][~done], later])

@@ -102,6 +102,11 @@ COST_RATIO_COMPILED = 9
 # clustered codes at 10^6 and 10^7, r = 2, 4, 6 (bench/archive.py's radius
 # "cost ratio" column, two runs in docs/benchmarks.md).
 RADIUS_COST_RATIO_COMPILED = 30
+# The least that ratio was measured: 8-15 on uniformly random codes at
+# 10^7, r = 10, 12, 14 (three runs in docs/benchmarks.md). A query whose
+# radius search needs more than N / this many units cannot beat the flat
+# scan.
+RADIUS_COST_RATIO_FLOOR = 8
 
 
 # Resident memory above which the compiled search drops the pages of
