@@ -30,7 +30,6 @@ its verification is written. Printed beside the measured flat / mih.
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -105,12 +104,8 @@ def read_runs(flat, words, starts):
 
 
 def best_of(n, fn):
-  t = np.inf
-  for _ in range(n):
-    t0 = time.perf_counter()
-    fn()
-    t = min(t, time.perf_counter() - t0)
-  return t
+  """The least seconds of n calls of fn() (bench/archive.py's best_of)."""
+  return archive.best_of(n, fn)[1]
 
 
 def main():

@@ -133,17 +133,11 @@ def test_auto_with_the_flat_scan_estimated(sharded, monkeypatch, ratio):
   np.testing.assert_array_equal(i, want_i)
 
 
-@pytest.mark.parametrize('ratio', [1e-3, 3, 1e6])
-def test_within_auto_sends_the_queries_mih_gives_up_on_to_the_flat_scan(
-    sharded, monkeypatch, ratio):
-  """auto's radius search past its size threshold: MIH with a budget of
-  N / unit_cost per query; the queries that exhaust it (none, some, all)
-  go to the flat scan, and every answer is exact."""
-  if not mih.compiled():
-    pytest.skip('the budget is the compiled loop\'s (numba)')
+def _exact_within_auto(sharded, monkeypatch):
+  """Radius 6 by auto for 52 queries of the sharded index, each answer
+  checked against a stable sort of the distances; returns (the queries,
+  the size of each call auto made to the flat scan)."""
   path, packed = sharded
-  monkeypatch.setattr(exact, 'RADIUS_MIN_CODES', 0)
-  monkeypatch.setattr(mih, 'RADIUS_COST_RATIO_COMPILED', ratio)
   scanned = []
   within = flat_numba.within
   monkeypatch.setattr(flat_numba, 'within',
@@ -157,6 +151,20 @@ def test_within_auto_sends_the_queries_mih_gives_up_on_to_the_flat_scan(
     order = np.lexsort((rows, dist[qi][rows]))
     np.testing.assert_array_equal(i, rows[order])
     np.testing.assert_array_equal(d, dist[qi][rows][order])
+  return q, scanned
+
+
+@pytest.mark.parametrize('ratio', [1e-3, 3, 1e6])
+def test_within_auto_sends_the_queries_mih_gives_up_on_to_the_flat_scan(
+    sharded, monkeypatch, ratio):
+  """auto's radius search past its size threshold: MIH with a budget of
+  N / unit_cost per query; the queries that exhaust it (none, some, all)
+  go to the flat scan, and every answer is exact."""
+  if not mih.compiled():
+    pytest.skip('the budget is the compiled loop\'s (numba)')
+  monkeypatch.setattr(exact, 'RADIUS_MIN_CODES', 0)
+  monkeypatch.setattr(mih, 'RADIUS_COST_RATIO_COMPILED', ratio)
+  q, scanned = _exact_within_auto(sharded, monkeypatch)
   assert sum(scanned) == {1e-3: 0, 1e6: len(q)}.get(ratio, sum(scanned))
   if ratio == 3:
     assert 0 < sum(scanned) < len(q), scanned
@@ -172,24 +180,11 @@ def test_within_auto_retries_many_give_ups_with_a_measured_budget(
   answer is exact either way."""
   if not mih.compiled():
     pytest.skip('the budget is the compiled loop\'s (numba)')
-  path, packed = sharded
   monkeypatch.setattr(exact, 'RADIUS_MIN_CODES', 0)
   monkeypatch.setattr(exact, 'RADIUS_RETRY_MIN', 12)
   monkeypatch.setattr(mih, 'RADIUS_COST_RATIO_COMPILED', 1e6)
   monkeypatch.setattr(mih, 'RADIUS_COST_RATIO_FLOOR', floor)
-  scanned = []
-  within = flat_numba.within
-  monkeypatch.setattr(flat_numba, 'within',
-                      lambda q, *a: scanned.append(len(q)) or within(q, *a))
-  idx = shards.load(path)
-  q = packed[np.arange(0, 5000, 97)] ^ np.uint32(1)
-  found = exact.within(idx, q, 6, 'auto')
-  dist = np.bitwise_count(q[:, None, :] ^ packed[None]).sum(-1)
-  for qi, (d, i) in enumerate(found):
-    rows = np.flatnonzero(dist[qi] <= 6)
-    order = np.lexsort((rows, dist[qi][rows]))
-    np.testing.assert_array_equal(i, rows[order])
-    np.testing.assert_array_equal(d, dist[qi][rows][order])
+  q, scanned = _exact_within_auto(sharded, monkeypatch)
   if floor == 1e6:
     assert scanned == [8, len(q) - 8], scanned
   else:
