@@ -185,6 +185,35 @@ def test_budget_gives_up_and_auto_stays_exact(monkeypatch, kernel):
   assert gave_up.all()                                  # one step is 512
 
 
+def test_auto_sends_the_rest_to_mih_at_once_when_it_wins_clearly(
+    monkeypatch):
+  """search_auto doubles its MIH batches while the choice is close, and
+  sends every remaining query in one call once MIH costs less than
+  1 / AUTO_ALL_IN of the flat scan; the answers are exact either way."""
+  rng = np.random.default_rng(4)
+  db = codes(3000, 64, 3, rng)
+  q = queries(db, 64, rng, 20)[:40]
+  parts = shards(db, 64, [1000])
+  want_d, want_i = reference(q, db, 5)
+  monkeypatch.setattr(mih, 'choose', lambda *a: 'mih')
+  sizes = []
+  search = mih.search
+
+  def counted(qq, *a, **kw):
+    sizes.append(len(qq))
+    return search(qq, *a, **kw)
+  monkeypatch.setattr(mih, 'search', counted)
+  for all_in, want in ((mih.AUTO_ALL_IN, [4, 36]),
+                       (np.inf, [4, 4, 8, 16, 8])):
+    monkeypatch.setattr(mih, 'AUTO_ALL_IN', all_in)
+    sizes.clear()
+    d, i = mih.search_auto(q, parts, 5, 64, cost_ratio=1e-3, batch=4,
+                           first_batch=4, flat_seconds=1e9)  # no give-ups
+    assert sizes == want
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+
+
 def _auto(q, parts, k, bits, ratio):
   choose = mih.choose
   mih.choose = lambda *a: 'mih'
