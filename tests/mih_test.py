@@ -188,8 +188,9 @@ def test_budget_gives_up_and_auto_stays_exact(monkeypatch, kernel):
 def test_auto_sends_the_rest_to_mih_at_once_when_it_wins_clearly(
     monkeypatch):
   """search_auto doubles its MIH batches while the choice is close, and
-  sends every remaining query in one call once MIH costs less than
-  1 / AUTO_ALL_IN of the flat scan; the answers are exact either way."""
+  sends every remaining query in one call once MIH has cost less than
+  1 / AUTO_ALL_IN of the flat scan over its first two batches; the
+  answers are exact either way."""
   rng = np.random.default_rng(4)
   db = codes(3000, 64, 3, rng)
   q = queries(db, 64, rng, 20)[:40]
@@ -203,7 +204,7 @@ def test_auto_sends_the_rest_to_mih_at_once_when_it_wins_clearly(
     sizes.append(len(qq))
     return search(qq, *a, **kw)
   monkeypatch.setattr(mih, 'search', counted)
-  for all_in, want in ((mih.AUTO_ALL_IN, [4, 36]),
+  for all_in, want in ((mih.AUTO_ALL_IN, [4, 4, 32]),
                        (np.inf, [4, 4, 8, 16, 8])):
     monkeypatch.setattr(mih, 'AUTO_ALL_IN', all_in)
     sizes.clear()

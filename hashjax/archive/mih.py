@@ -123,7 +123,8 @@ RELEASE_STEP = 1 << 28      # 256 MiB
 # clustered codes (a call of 16 queries ran at 0.8x on two threads).
 MIN_QUERIES_PER_THREAD = 16
 # search_auto sends all its remaining queries to MIH at once when MIH has
-# cost less than 1 / AUTO_ALL_IN of the flat scan per query so far.
+# cost less than 1 / AUTO_ALL_IN of the flat scan per query so far (after
+# its first two batches).
 AUTO_ALL_IN = 2
 _after_release = None       # resident bytes right after the last release
 
@@ -837,8 +838,9 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   MIH batch is twice the one before (from `batch`): the choice is checked
   after every batch, but a call's fixed cost (threads, tables' lists) is
   paid O(log Q) times, not Q / batch. Once MIH has cost less than
-  1 / AUTO_ALL_IN of the flat scan per query, the next batch is all the
-  remaining queries: each call walks every part (at 10^8 codes, past the
+  1 / AUTO_ALL_IN of the flat scan per query over more than the first
+  batch (4 queries are too few to judge a heavy tail of hard ones), the
+  next batch is all the remaining queries: each call walks every part (at 10^8 codes, past the
   memory budget, their tables are read again in every call), and a query
   that turns out hard still costs at most its budget and a flat scan.
 
@@ -896,7 +898,7 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
     if t_mih is not None and t_flat is not None:
       mih_cost = t_mih + t_flat * gave_up / spent['mih'][1]
       way = 'mih' if mih_cost < t_flat else 'flat'
-      if mih_cost * AUTO_ALL_IN < t_flat:
+      if mih_cost * AUTO_ALL_IN < t_flat and spent['mih'][1] > first_batch:
         rows = np.arange(rows[0], len(q))
         start = len(q)
     else:
