@@ -840,9 +840,10 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   paid O(log Q) times, not Q / batch. Once MIH has cost less than
   1 / AUTO_ALL_IN of the flat scan per query over more than the first
   batch (4 queries are too few to judge a heavy tail of hard ones), the
-  next batch is all the remaining queries: each call walks every part (at 10^8 codes, past the
-  memory budget, their tables are read again in every call), and a query
-  that turns out hard still costs at most its budget and a flat scan.
+  next batch is all the remaining queries: each call walks every part
+  (at 10^8 codes, past the memory budget, their tables are read again in
+  every call), and a query that turns out hard still costs at most its
+  budget and a flat scan.
 
   Args:
     flat_fn: q_packed -> (dist, idx), the flat scan to use (default:
