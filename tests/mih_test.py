@@ -4,6 +4,8 @@ with unequal substrings, several shards, the candidate budget and the
 flat fallback, radius search, and the tables file."""
 import os
 
+import time
+
 import numpy as np
 import pytest
 
@@ -213,6 +215,47 @@ def test_auto_sends_the_rest_to_mih_at_once_when_it_wins_clearly(
     assert sizes == want
     np.testing.assert_array_equal(d, want_d)
     np.testing.assert_array_equal(i, want_i)
+
+
+def test_auto_times_the_flat_scan_on_give_ups_and_widens_the_budget(
+    monkeypatch):
+  """With estimate_flat, once AUTO_FLAT_PROBE queries have given up in
+  MIH, search_auto scans them flat and times it; a flat scan far slower
+  than MIH widens the budget (up to N / COST_RATIO_FLOOR_COMPILED), so
+  later hard queries are answered by MIH. Without the probe every hard
+  query (at least) goes to the flat scan. Exact either way."""
+  if not mih.compiled():
+    pytest.skip('numba is not installed (the `fast` extra)')
+  monkeypatch.setattr(mih, 'PROBE_WORK_COMPILED', 1)
+  monkeypatch.setattr(mih, 'COST_RATIO_FLOOR_COMPILED', 0.3)  # N / 0.3
+  monkeypatch.setattr(mih, 'choose', lambda *a: 'mih')
+  rng = np.random.default_rng(6)
+  db = codes(3000, 64, 3, rng)
+  some = queries(db, 64, rng, 20)      # 24 easy, then 20 random (hard)
+  q = np.concatenate([some[:24]] * 3 + [some[24:]])
+  q = q[rng.permutation(len(q))]
+  parts = shards(db, 64, [1000])
+  want_d, want_i = reference(q, db, 5)
+  stats = {}
+  mih.search(q, parts, 5, 64, stats=stats)
+  hard = int((stats['candidates'] > 3000).sum())   # over N / 1.0
+  assert hard >= 2 * mih.AUTO_FLAT_PROBE
+
+  def slow_flat(qq):
+    time.sleep(0.5)
+    flat_rows.append(len(qq))
+    return reference(qq, db, 5)
+  for probe in (mih.AUTO_FLAT_PROBE, 10**9):
+    monkeypatch.setattr(mih, 'AUTO_FLAT_PROBE', probe)
+    flat_rows = []
+    d, i = mih.search_auto(q, parts, 5, 64, cost_ratio=1.0, batch=4,
+                           flat_fn=slow_flat, estimate_flat=True)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+    if probe < 10**9:
+      assert len(flat_rows) == 1 and probe <= flat_rows[0] < hard
+    else:   # every hard query, and more once auto turns to the flat scan
+      assert sum(flat_rows) >= hard
 
 
 def _auto(q, parts, k, bits, ratio):

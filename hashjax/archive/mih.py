@@ -126,6 +126,14 @@ MIN_QUERIES_PER_THREAD = 16
 # cost less than 1 / AUTO_ALL_IN of the flat scan per query so far (after
 # its first two batches).
 AUTO_ALL_IN = 2
+# With estimate_flat, search_auto times the flat scan itself once this many
+# queries have given up in MIH (they need the flat scan anyway; the
+# compiled scan reads a tile of codes once per 8 queries), and widens the
+# MIH budget to the work that costs one flat scan at the measured speeds,
+# up to N / COST_RATIO_FLOOR_COMPILED: the least cost ratio measured (2.9,
+# clustered codes, bench/mih_cost.py).
+AUTO_FLAT_PROBE = 8
+COST_RATIO_FLOOR_COMPILED = 3
 _after_release = None       # resident bytes right after the last release
 
 
@@ -723,7 +731,8 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
       it gives up (its row of the result is dist bits + 1, index
       -1) and is flagged in `gave_up`.
     stats: optional dict, given 'candidates' (int64 [Q], the work per
-      query as counted for max_candidates).
+      query as counted for max_candidates) and 'threads' (how many threads
+      the queries were split over).
   Returns:
     (dist [Q, k] int32, idx [Q, k] int64, gave_up [Q] bool): ascending
     distance, ties by global index (row offset + row).
@@ -740,6 +749,7 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
   idx = np.full((len(q), k), -1, np.int64)
   gave_up = np.zeros(len(q), bool)
   seen = np.zeros(len(q), np.int64)
+  pieces = 1
   if compiled():
     # A part at a time, every query carrying its k best so far (a bound
     # for the next part). Memory-mapped tables' pages stay resident until
@@ -775,6 +785,7 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
         dist[i], idx[i] = best // total, best % total
   if stats is not None:
     stats['candidates'] = seen
+    stats['threads'] = pieces
   return dist, idx, gave_up
 
 
@@ -852,7 +863,13 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
       batch is spent measuring it.
     estimate_flat: without flat_seconds, estimate the flat scan's seconds
       per query from MIH's own measured seconds per unit of work (a flat
-      scan costs N / cost_ratio units) instead of spending a batch on it.
+      scan costs N / cost_ratio units) instead of spending a batch on it;
+      once AUTO_FLAT_PROBE queries have given up in MIH (and the flat scan
+      does not pad), scan them flat at once and use that time instead,
+      widening the MIH budget to the work that costs one flat scan at the
+      measured speeds (cost_ratio is fitted on random codes; a unit of
+      work costs fewer flat visits on clustered ones, so N / cost_ratio
+      turns away queries MIH would answer faster than the flat scan).
     flat_block: queries per (padded) call of flat_fn, if it pads: fewer
       left-over queries than that first get MIH with the block's budget.
 
@@ -874,6 +891,7 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   spent = {'mih': [0.0, 0], 'flat': [0.0, 0]}   # seconds, queries
   gave_up = 0                          # MIH queries that exhausted the budget
   mih_work = [0]                       # MIH's units of work so far
+  budget = total / cost_ratio          # per MIH query, in units of work
 
   def per_query(way):
     s, n = spent[way]
@@ -907,9 +925,12 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
     if way == 'mih':
       t0 = time.perf_counter()
       stats = {}
-      d, i, g = search(q[rows], parts, k, bits,
-                       max_candidates=total / cost_ratio, stats=stats)
-      spent['mih'][0] += time.perf_counter() - t0
+      d, i, g = search(q[rows], parts, k, bits, max_candidates=budget,
+                       stats=stats)
+      # Seconds as if on every thread, like the flat scan (a small batch
+      # runs on one).
+      spent['mih'][0] += ((time.perf_counter() - t0) * stats['threads'] /
+                          workers.threads())
       mih_work[0] += int(stats['candidates'].sum())
       spent['mih'][1] += len(rows)
       dist[rows], idx[rows] = d, i
@@ -917,6 +938,12 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
       gave_up += int(g.sum())
       if rows[0]:
         size *= 2
+      if (estimate_flat and flat_seconds is None and flat_block is None and
+          not spent['flat'][1] and pending.sum() >= AUTO_FLAT_PROBE):
+        run_flat(np.flatnonzero(pending))
+        pending[:] = False
+        units = per_query('flat') / (spent['mih'][0] / mih_work[0])
+        budget = min(max(budget, units), total / COST_RATIO_FLOOR_COMPILED)
     else:
       if t_mih is not None and t_flat is not None:   # decided: all the rest
         rows = np.arange(rows[0], len(q))
