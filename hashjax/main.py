@@ -93,6 +93,7 @@ def main(argv):
     print(f'hashjax: no --workdir given; using {workdir}', flush=True)
   if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _on_sigint)
+    sys.unraisablehook = _quiet_ctrl_c
   try:
     # A network method trains (train.py); a frozen-feature one fits (fit.py).
     if methods.get(config.method).kind == 'frozen_features':
@@ -126,6 +127,18 @@ def _on_sigint(signum, frame):
   """Ctrl-C: remembered, then Python's usual KeyboardInterrupt."""
   _Interrupt.seen = True
   signal.default_int_handler(signum, frame)
+
+
+def _quiet_ctrl_c(unraisable):
+  """sys.unraisablehook: a KeyboardInterrupt raised where Python ignores
+  exceptions (a garbage-collection callback such as jax's, a destructor)
+  would print 'Exception ignored in ...' and a traceback; _on_sigint has
+  remembered it and main reports it in one line. Anything else goes to
+  Python's own hook."""
+  if unraisable.exc_type is not None and issubclass(unraisable.exc_type,
+                                                    KeyboardInterrupt):
+    return
+  sys.__unraisablehook__(unraisable)
 
 
 def _exit(message, code):

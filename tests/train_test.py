@@ -273,6 +273,29 @@ def test_dgssh_released_with_class_balanced_batches(small_rsscn7, tmp_path):
   assert results['steps'] == 8 and 0.0 < results['metrics']['map@all'] <= 1.0
 
 
+def test_a_ctrl_c_python_ignores_prints_no_traceback():
+  """A SIGINT that lands in a garbage-collection callback (jax has one)
+  is an 'unraisable' KeyboardInterrupt: main's hook keeps Python from
+  printing 'Exception ignored in ...' and its traceback (main reports the
+  interrupt in one line); any other unraisable exception still prints."""
+  script = (
+      'import gc, sys\n'
+      'from hashjax import main\n'
+      'sys.unraisablehook = main._quiet_ctrl_c\n'
+      'class Boom:\n'
+      '  def __init__(self, e): self.e = e\n'
+      '  def __del__(self): raise self.e\n'
+      'Boom(KeyboardInterrupt()); gc.collect()\n'
+      'print("quiet", file=sys.stderr)\n'
+      'Boom(ValueError("loud")); gc.collect()\n')
+  run = subprocess.run([sys.executable, '-c', script], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+  assert run.returncode == 0, run.stderr
+  before, after = run.stderr.split('quiet\n')
+  assert 'Traceback' not in before and 'KeyboardInterrupt' not in before
+  assert 'Exception ignored' in after and 'ValueError: loud' in after
+
+
 def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write():
   """A SIGINT that lands inside orbax's save or wait is raised only after
   orbax returns: orbax would otherwise log a traceback and drop the
