@@ -66,6 +66,17 @@ def chunked_codes(kind, n, q, bits, rng, centres=7, flip=0.1,
   return db, some(q)
 
 
+def add_cell_args(p, queries=200):
+  """--n, --bits, --k, --codes, --queries: a cell of 10^7 64-bit codes,
+  random and clustered, k = 1, 10, 100, as bench/mih_loop.py,
+  bench/mih_roofline.py and bench/archive_auto.py take it."""
+  p.add_argument('--n', type=float, default=1e7)
+  p.add_argument('--bits', type=int, default=64)
+  p.add_argument('--k', default='1,10,100')
+  p.add_argument('--codes', default='random,clustered')
+  p.add_argument('--queries', type=int, default=queries)
+
+
 def timed(fn, *args, **kwargs):
   t0 = time.perf_counter()
   out = fn(*args, **kwargs)

@@ -27,11 +27,7 @@ import archive  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument('--n', type=float, default=1e7)
-  p.add_argument('--bits', type=int, default=64)
-  p.add_argument('--k', default='1,10,100')
-  p.add_argument('--codes', default='random,clustered')
-  p.add_argument('--queries', type=int, default=100)
+  archive.add_cell_args(p, queries=100)
   a = p.parse_args()
   n, bits = int(a.n), a.bits
   print(f'N = {n:,}, {bits} bits, {a.queries} queries, {os.cpu_count()} '

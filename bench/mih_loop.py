@@ -50,12 +50,8 @@ def old_module(rev):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--old', required=True)
-  p.add_argument('--n', type=float, default=1e7)
-  p.add_argument('--bits', type=int, default=64)
+  archive.add_cell_args(p)
   p.add_argument('--m', default='3,4')
-  p.add_argument('--k', default='1,10,100')
-  p.add_argument('--queries', type=int, default=200)
-  p.add_argument('--codes', default='random,clustered')
   p.add_argument('--index', default='')
   a = p.parse_args()
   if a.index:

@@ -110,11 +110,7 @@ def best_of(n, fn):
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument('--n', type=float, default=1e7)
-  p.add_argument('--bits', type=int, default=64)
-  p.add_argument('--k', default='1,10,100')
-  p.add_argument('--codes', default='random,clustered')
-  p.add_argument('--queries', type=int, default=200)
+  archive.add_cell_args(p)
   a = p.parse_args()
   n, bits = int(a.n), a.bits
   print(f'N = {n:,}, {bits} bits, {a.queries} queries, one core '

@@ -3,7 +3,6 @@ random and clustered codes with ties and exact duplicates, code lengths
 with unequal substrings, several shards, the candidate budget and the
 flat fallback, radius search, and the tables file."""
 import os
-
 import time
 
 import numpy as np
