@@ -2,6 +2,7 @@
 
   python bench/archive_auto.py [--n=10000000] [--bits=64] [--k=1,10,100]
                                [--codes=random,clustered] [--queries=100]
+                               [--radius=R,...]
 
 Codes from bench/archive.py's generator (7 centres, 10 % of bits flipped,
 or uniformly random); MIH tables with m chosen from the codes as the search
@@ -9,7 +10,9 @@ command chooses it (mih.choose_m_for). For each k, exact.nearest_codes
 with 'flat', 'mih' and 'auto' (what the search command runs), each run
 once untimed first, then best of 3; prints a markdown row per cell with
 queries/s, auto / MIH, auto / flat, and whether the three answers are
-equal. To compare two commits' auto, run this file against each tree:
+equal. --radius adds a row per radius R (exact.within_codes: every code
+within R) after the k rows; --k= (empty) leaves the k rows out. To
+compare two commits' auto, run this file against each tree:
 PYTHONPATH=OTHER_TREE python bench/archive_auto.py ...
 """
 import argparse
@@ -28,6 +31,7 @@ import archive  # pylint: disable=g-import-not-at-top,wrong-import-position
 def main():
   p = argparse.ArgumentParser()
   archive.add_cell_args(p, queries=100)
+  p.add_argument('--radius', default='')
   a = p.parse_args()
   n, bits = int(a.n), a.bits
   print(f'N = {n:,}, {bits} bits, {a.queries} queries, {os.cpu_count()} '
@@ -40,19 +44,36 @@ def main():
                                   np.random.default_rng(n + bits))
     m = mih.choose_m_for(db, bits)
     parts = [(db, mih.build(db, bits, m=m), 0)]
-    for k in (int(x) for x in a.k.split(',')):
+    cells = [(k, exact.nearest_codes) for k in _ints(a.k)]
+    cells += [(r, exact.within_codes) for r in _ints(a.radius)]
+    for k, search in cells:
       rate, out = {}, {}
       for name in ('flat', 'mih', 'auto'):
-        run = lambda name=name: exact.nearest_codes(  # pylint: disable=g-long-lambda
+        run = lambda name=name, k=k, search=search: search(  # pylint: disable=g-long-lambda
             db, bits, lambda: parts, q, k, name)
         out[name] = run()
         rate[name] = a.queries / archive.best_of(3, run)[1]
       same = all(np.array_equal(x, y) for name in ('mih', 'auto')
-                 for x, y in zip(out['flat'], out[name]))
+                 for x, y in zip(_flat(out['flat']), _flat(out[name])))
+      k = k if search is exact.nearest_codes else f'r = {k}'
       print(f'| {kind} | {m} | {k} | {rate["flat"]:,.0f} | '
             f'{rate["mih"]:,.0f} | {rate["auto"]:,.0f} | '
             f'{rate["auto"] / rate["mih"]:.2f}x | '
             f'{rate["auto"] / rate["flat"]:.2f}x | {same} |', flush=True)
+
+
+def _ints(text):
+  return [int(x) for x in text.split(',') if x]
+
+
+def _flat(out):
+  """nearest's (dist, idx), or within's list of (dist, idx) per query as
+  one (dist, idx) with each query's end, to compare."""
+  if isinstance(out, tuple):
+    return out
+  return (np.concatenate([d for d, _ in out]),
+          np.concatenate([i for _, i in out]),
+          np.cumsum([len(d) for d, _ in out]))
 
 
 if __name__ == '__main__':

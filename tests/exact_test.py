@@ -189,3 +189,49 @@ def test_within_auto_retries_many_give_ups_with_a_measured_budget(
     assert scanned == [8, len(q) - 8], scanned
   else:
     assert scanned[0] == 8 and sum(scanned) <= len(q) - 2, scanned
+
+
+def test_radius_retry_counts_mih_time_as_if_on_every_thread(sharded,
+                                                           monkeypatch):
+  """The retry times MIH on 2 queries, one a thread, and the flat scan,
+  which runs on every thread: MIH's time is scaled to every thread, so
+  the measured budget on a machine with 8 threads is 4 times that on one
+  with 2 (the flat scan and MIH's probe sleep a set time, so the budgets
+  compare exactly)."""
+  if not mih.compiled():
+    pytest.skip('the budget is the compiled loop\'s (numba)')
+  import time  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  path, packed = sharded
+  idx = shards.load(path)
+  q = packed[np.arange(0, 5000, 97)] ^ np.uint32(1)
+  monkeypatch.setattr(mih, 'RADIUS_COST_RATIO_COMPILED', 1e6)
+  monkeypatch.setattr(mih, 'RADIUS_COST_RATIO_FLOOR', 1e-6)
+  radius = mih.radius
+  radius(q[:2], exact.parts(idx), 6, 64, max_candidates=1e9)   # compiles
+  budgets = []
+
+  def timed_radius(qq, *a, max_candidates=None, **kw):
+    if len(qq) == exact.RADIUS_PROBE_MIH:
+      time.sleep(0.05)
+    else:
+      budgets.append(max_candidates)
+    return radius(qq, *a, max_candidates=max_candidates, **kw)
+  monkeypatch.setattr(mih, 'radius', timed_radius)
+
+  def flat(qq):
+    time.sleep(0.05 * len(qq))
+    return flat_numba.within(qq, packed, 6, 64)
+  dist = np.bitwise_count(q[:, None, :] ^ packed[None]).sum(-1)
+  for threads in (2, 8):
+    monkeypatch.setattr(mih, 'workers', types.SimpleNamespace(
+        threads=lambda t=threads: t, run_split=mih.workers.run_split))
+    found = [None] * len(q)
+    rest = exact._radius_retry(q, np.arange(len(q)), found, flat,
+                               exact.parts(idx), 6, 64, len(packed))
+    assert [qi for qi, f in enumerate(found) if f is None] == list(rest)
+    for qi in np.setdiff1d(np.arange(len(q)), rest):   # the rest: flat scan
+      i = found[qi][1]
+      rows = np.flatnonzero(dist[qi] <= 6)
+      np.testing.assert_array_equal(i, rows[np.lexsort((rows, dist[qi][rows]))])
+  assert len(budgets) == 2 and 3 < budgets[1] / budgets[0] < 5, budgets

@@ -136,8 +136,9 @@ def _radius_retry(q, rest, found, flat, mih_parts, radius, bits, n):
   On evenly spread codes a unit costs 8-15, so MIH can still win there.
   This measures both on this call: the flat scan on RADIUS_PROBE_FLAT of
   the queries, and MIH on RADIUS_PROBE_MIH more with the widest budget
-  (N / mih.RADIUS_COST_RATIO_FLOOR). The units of MIH work that cost one
-  flat scan then budget the remaining queries. Fills `found`; returns the
+  (N / mih.RADIUS_COST_RATIO_FLOOR), one query a thread, its time counted
+  as if on every thread, as the flat scan's is. The units of MIH work that cost one flat
+  scan then budget the remaining queries. Fills `found`; returns the
   queries left for the flat scan."""
   import time  # pylint: disable=g-import-not-at-top
   a, b = RADIUS_PROBE_FLAT, RADIUS_PROBE_FLAT + RADIUS_PROBE_MIH
@@ -149,8 +150,11 @@ def _radius_retry(q, rest, found, flat, mih_parts, radius, bits, n):
   t0 = time.perf_counter()
   got = mih.radius(q[rest[a:b]], mih_parts, radius, bits,
                    max_candidates=n / mih.RADIUS_COST_RATIO_FLOOR,
-                   stats=stats)
-  mih_seconds = time.perf_counter() - t0   # the give-ups' probes count too
+                   stats=stats, threads=RADIUS_PROBE_MIH)
+  # The give-ups' probes count too. Each query on its own thread, so that
+  # they share the memory as the rest will; the time as if on every thread,
+  # like the flat scan's.
+  mih_seconds = mih.on_every_thread(time.perf_counter() - t0, stats)
   done = np.array([g is not None for g in got])
   for i, g in zip(rest[a:b], got):
     found[i] = g

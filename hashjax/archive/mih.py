@@ -827,6 +827,14 @@ def choose(n, bits, k):
   return 'mih'
 
 
+def on_every_thread(seconds, stats):
+  """The `seconds` a `search` or `radius` call took (its `stats`), as if
+  its queries had been split over every thread, as the flat scan's are: a
+  call of few queries runs on one thread, and its time would otherwise make
+  MIH look slower than it is on a machine with many cores."""
+  return seconds * stats['threads'] / workers.threads()
+
+
 def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
                 batch=16, first_batch=4, flat_fn=None, flat_seconds=None,
                 estimate_flat=False, flat_block=None, **flat_kwargs):
@@ -927,10 +935,7 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
       stats = {}
       d, i, g = search(q[rows], parts, k, bits, max_candidates=budget,
                        stats=stats)
-      # Seconds as if on every thread, like the flat scan (a small batch
-      # runs on one).
-      spent['mih'][0] += ((time.perf_counter() - t0) * stats['threads'] /
-                          workers.threads())
+      spent['mih'][0] += on_every_thread(time.perf_counter() - t0, stats)
       mih_work[0] += int(stats['candidates'].sum())
       spent['mih'][1] += len(rows)
       dist[rows], idx[rows] = d, i
@@ -992,7 +997,8 @@ def _radius_one(q, keys, parts, r, total):
   return (best // total).astype(np.int32), best % total
 
 
-def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None):
+def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None,
+           threads=None):
   """Every item within Hamming distance r of each query, by MIH.
 
   A part (shard) at a time for every query, so that, as in `search`,
@@ -1006,7 +1012,11 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None):
       parts) passes it gives up, and its entry is None (the NumPy loop has
       no budget).
     stats: optional dict, given 'work' (float [Q], the compiled loop's
-      work per query as counted for max_candidates).
+      work per query as counted for max_candidates) and 'threads' (how
+      many threads ran the queries: one for a call of few queries).
+    threads: split the queries over this many threads (at most one a
+      query, at most every thread) instead of over every thread once there
+      are MIN_QUERIES_PER_THREAD queries per thread, else one.
 
   Returns:
     A list with, per query, (dist int32, idx int64) sorted by (distance,
@@ -1020,11 +1030,14 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None):
   budget = np.inf if max_candidates is None else float(max_candidates)
   gave_up = np.zeros(len(q), bool)
   spent = np.zeros(len(q))              # work so far, over the parts
+  pieces = 1
   if compiled():
     qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
     pieces = (workers.threads() if len(q) >= MIN_QUERIES_PER_THREAD *
               workers.threads() else 1)
+    if threads:
+      pieces = max(1, min(int(threads), len(q), workers.threads()))
   for part in parts:
     if compiled():
 
@@ -1046,6 +1059,7 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None):
       _release_all(parts)
   if stats is not None:
     stats['work'] = spent
+    stats['threads'] = pieces
   out = []
   for f, g in zip(found, gave_up):
     best = np.sort(np.concatenate(f))   # parts hold different rows
