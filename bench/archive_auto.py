@@ -54,7 +54,7 @@ def main():
         out[name] = run()
         rate[name] = a.queries / archive.best_of(3, run)[1]
       same = all(np.array_equal(x, y) for name in ('mih', 'auto')
-                 for x, y in zip(_flat(out['flat']), _flat(out[name])))
+                 for x, y in zip(_arrays(out['flat']), _arrays(out[name])))
       k = k if search is exact.nearest_codes else f'r = {k}'
       print(f'| {kind} | {m} | {k} | {rate["flat"]:,.0f} | '
             f'{rate["mih"]:,.0f} | {rate["auto"]:,.0f} | '
@@ -66,7 +66,7 @@ def _ints(text):
   return [int(x) for x in text.split(',') if x]
 
 
-def _flat(out):
+def _arrays(out):
   """nearest's (dist, idx), or within's list of (dist, idx) per query as
   one (dist, idx) with each query's end, to compare."""
   if isinstance(out, tuple):

@@ -137,9 +137,9 @@ def _radius_retry(q, rest, found, flat, mih_parts, radius, bits, n):
   This measures both on this call: the flat scan on RADIUS_PROBE_FLAT of
   the queries, and MIH on RADIUS_PROBE_MIH more with the widest budget
   (N / mih.RADIUS_COST_RATIO_FLOOR), one query a thread, its time counted
-  as if on every thread, as the flat scan's is. The units of MIH work that cost one flat
-  scan then budget the remaining queries. Fills `found`; returns the
-  queries left for the flat scan."""
+  as if on every thread, as the flat scan's is. The units of MIH work that
+  cost one flat scan then budget the remaining queries. Fills `found`;
+  returns the queries left for the flat scan."""
   import time  # pylint: disable=g-import-not-at-top
   a, b = RADIUS_PROBE_FLAT, RADIUS_PROBE_FLAT + RADIUS_PROBE_MIH
   t0 = time.perf_counter()
