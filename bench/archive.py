@@ -34,6 +34,7 @@ codes of the same distribution. hashjax MIH and auto are checked equal to
 the flat scan (distances and ids); a mismatch is printed loudly.
 """
 import argparse
+import contextlib
 import os
 import time
 
@@ -75,6 +76,33 @@ def add_cell_args(p, queries=200):
   p.add_argument('--k', default='1,10,100')
   p.add_argument('--codes', default='random,clustered')
   p.add_argument('--queries', type=int, default=queries)
+
+
+@contextlib.contextmanager
+def auto_calls():
+  """Records the calls auto makes while the block runs: yields a list
+  that fills with ('mih', queries, gave up, ms) per mih.search call and
+  ('flat', queries, ms) per topk.search call."""
+  calls = []
+  search, scan = mih.search, topk.search
+
+  def traced_search(q, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = search(q, *args, **kwargs)
+    calls.append(('mih', len(q), int(out[2].sum()),
+                  round((time.perf_counter() - t0) * 1e3, 1)))
+    return out
+
+  def traced_scan(q, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = scan(q, *args, **kwargs)
+    calls.append(('flat', len(q), round((time.perf_counter() - t0) * 1e3, 1)))
+    return out
+  mih.search, topk.search = traced_search, traced_scan
+  try:
+    yield calls
+  finally:
+    mih.search, topk.search = search, scan
 
 
 def timed(fn, *args, **kwargs):

@@ -2,7 +2,8 @@
 
   python bench/archive_auto.py [--n=10000000] [--bits=64] [--k=1,10,100]
                                [--codes=random,clustered] [--queries=100]
-                               [--radius=R,...]
+                               [--radius=R,...] [--trace]
+                               [--flat_batches=1,2,4,8,16,64]
 
 Codes from bench/archive.py's generator (7 centres, 10 % of bits flipped,
 or uniformly random); MIH tables with m chosen from the codes as the search
@@ -11,7 +12,11 @@ with 'flat', 'mih' and 'auto' (what the search command runs), each run
 once untimed first, then best of 3; prints a markdown row per cell with
 queries/s, auto / MIH, auto / flat, and whether the three answers are
 equal. --radius adds a row per radius R (exact.within_codes: every code
-within R) after the k rows; --k= (empty) leaves the k rows out. To
+within R) after the k rows; --k= (empty) leaves the k rows out. --trace
+prints, under each k row, the calls one more auto run made (MIH: queries,
+how many gave up, ms; flat: queries, ms). --flat_batches prints the flat
+scan's ms per query for calls of those many queries (k = the first --k),
+best of 3. To
 compare two commits' auto, run this file against each tree:
 PYTHONPATH=OTHER_TREE python bench/archive_auto.py ...
 """
@@ -32,6 +37,8 @@ def main():
   p = argparse.ArgumentParser()
   archive.add_cell_args(p, queries=100)
   p.add_argument('--radius', default='')
+  p.add_argument('--trace', action='store_true')
+  p.add_argument('--flat_batches', default='')
   a = p.parse_args()
   n, bits = int(a.n), a.bits
   print(f'N = {n:,}, {bits} bits, {a.queries} queries, {os.cpu_count()} '
@@ -44,6 +51,13 @@ def main():
                                   np.random.default_rng(n + bits))
     m = mih.choose_m_for(db, bits)
     parts = [(db, mih.build(db, bits, m=m), 0)]
+    for b in _ints(a.flat_batches):
+      k = _ints(a.k or '10')[0]
+      exact.nearest_codes(db, bits, None, q[:b], k, 'flat')
+      ms = archive.best_of(3, exact.nearest_codes, db, bits, None, q[:b], k,
+                           'flat')[1] / b * 1e3
+      print(f'{kind}: the flat scan, k = {k}, a call of {b} queries: '
+            f'{ms:.2f} ms per query', flush=True)
     cells = [(k, exact.nearest_codes) for k in _ints(a.k)]
     cells += [(r, exact.within_codes) for r in _ints(a.radius)]
     for k, search in cells:
@@ -60,6 +74,10 @@ def main():
             f'{rate["mih"]:,.0f} | {rate["auto"]:,.0f} | '
             f'{rate["auto"] / rate["mih"]:.2f}x | '
             f'{rate["auto"] / rate["flat"]:.2f}x | {same} |', flush=True)
+      if a.trace and search is exact.nearest_codes:
+        with archive.auto_calls() as calls:
+          search(db, bits, lambda: parts, q, k, 'auto')
+        print(f'  auto\'s calls: {calls}', flush=True)
 
 
 def _ints(text):

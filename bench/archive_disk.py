@@ -2,6 +2,7 @@
 
   python bench/archive_disk.py --dir=/tmp/idx1e8 [--n=100000000] [--bits=64]
       [--codes=clustered] [--shard=4194304] [--queries=100] [--k=1,10,100]
+      [--trace]
 
 Writes (once; reused when --dir already holds it) a sharded index of --n
 codes in shards of --shard, each with its multi-index hashing tables, made
@@ -12,7 +13,8 @@ MIH and auto for each k (each run once untimed first: compilation, and
 the pages it touches), and radius 2 by the same three. Prints queries/s, the
 answers' agreement (MIH and auto against flat), and the search process's
 peak resident memory (ru_maxrss: it counts the memory-mapped pages it
-touched, which the kernel can drop; the budget is 4 GiB).
+touched, which the kernel can drop; the budget is 4 GiB). --trace prints,
+per k, the calls one more auto run made (bench/archive.py's auto_calls).
 """
 import argparse
 import json
@@ -81,6 +83,12 @@ def search(a):
     out['rows'].append(dict(
         k=k, same=same, **{x: a.queries / res[x + '_s']
                            for x in ('flat', 'mih', 'auto')}))
+    if a.trace:
+      sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+      import archive  # pylint: disable=g-import-not-at-top
+      with archive.auto_calls() as calls:
+        exact.nearest(idx, q, k, 'auto')
+      out['rows'][-1]['calls'] = calls
   found = {}
   for algorithm in ('flat', 'mih', 'auto'):
     exact.within(idx, q[:8], 2, algorithm)       # compile, warm the tables
@@ -107,6 +115,7 @@ def main():
   p.add_argument('--shard', type=int, default=1 << 22)
   p.add_argument('--queries', type=int, default=100)
   p.add_argument('--k', default='1,10,100')
+  p.add_argument('--trace', action='store_true')
   p.add_argument('--search', action='store_true', help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.search:
@@ -131,6 +140,9 @@ def main():
     print(f'| {row["k"]} | {row["flat"]:.2f} | {row["mih"]:.2f} | '
           f'{row["auto"]:.2f} | {row["mih"] / row["flat"]:.1f}x | '
           f'{row["same"]} |')
+  for row in r['rows']:
+    if 'calls' in row:
+      print(f'k = {row["k"]}, auto\'s calls: {row["calls"]}')
   print(f'radius 2: flat {r["radius2_flat"]:.1f} q/s, MIH '
         f'{r["radius2_mih"]:.1f} q/s, auto {r["radius2_auto"]:.1f} q/s, '
         f'{r["radius2_found"]:.1f} found per query, same answers: '
