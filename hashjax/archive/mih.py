@@ -130,11 +130,12 @@ AUTO_ALL_IN = 2
 # queries have given up in MIH (they need the flat scan anyway), and widens
 # the MIH budget to the work that costs one flat scan at the measured
 # speeds, up to N / COST_RATIO_FLOOR_COMPILED: the least cost ratio
-# measured (2.9, clustered codes, bench/mih_cost.py). Two, not more: at
-# 10^7 codes a flat call of 2 queries costs 1.3-1.4x a query of a call of
-# 64 (so the budget errs a little wide), and waiting for 8 left auto at
-# k = 10 on clustered 128-bit codes paying budget and flat scan for the
-# give-ups of its first 200 queries (docs/benchmarks.md).
+# measured (2.9, clustered codes, bench/mih_cost.py). Two: waiting for 8
+# left auto at k = 10 on clustered 128-bit codes paying budget and flat
+# scan for all 15 give-ups of 200 queries. A flat call of 2 queries costs
+# 1.2-2.4x per query what a call of 64 does (bench/archive_auto.py
+# --flat_batches), so the budget and the choice err towards MIH by up to
+# that much until more flat calls are timed (docs/benchmarks.md).
 AUTO_FLAT_PROBE = 2
 COST_RATIO_FLOOR_COMPILED = 3
 _after_release = None       # resident bytes right after the last release
