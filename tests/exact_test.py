@@ -2,6 +2,8 @@
 k nearest and radius, single-file and sharded (with each shard's tables
 file): all equal a stable sort of the Hamming distances."""
 import os
+import time
+import types
 
 import numpy as np
 import pytest
@@ -200,8 +202,6 @@ def test_radius_retry_counts_mih_time_as_if_on_every_thread(sharded,
   compare exactly)."""
   if not mih.compiled():
     pytest.skip('the budget is the compiled loop\'s (numba)')
-  import time  # pylint: disable=g-import-not-at-top
-  import types  # pylint: disable=g-import-not-at-top
   path, packed = sharded
   idx = shards.load(path)
   q = packed[np.arange(0, 5000, 97)] ^ np.uint32(1)
@@ -230,7 +230,7 @@ def test_radius_retry_counts_mih_time_as_if_on_every_thread(sharded,
     rest = exact._radius_retry(q, np.arange(len(q)), found, flat,
                                exact.parts(idx), 6, 64, len(packed))
     assert [qi for qi, f in enumerate(found) if f is None] == list(rest)
-    for qi in np.setdiff1d(np.arange(len(q)), rest):   # the rest: flat scan
+    for qi in np.setdiff1d(np.arange(len(q)), rest):   # answered: exact
       i = found[qi][1]
       rows = np.flatnonzero(dist[qi] <= 6)
       np.testing.assert_array_equal(i, rows[np.lexsort((rows, dist[qi][rows]))])
