@@ -41,6 +41,7 @@ def main():
   p.add_argument('--flat_batches', default='')
   a = p.parse_args()
   n, bits = int(a.n), a.bits
+  flat_k = _ints(a.k or '10')[0]   # --flat_batches's k
   print(f'N = {n:,}, {bits} bits, {a.queries} queries, {os.cpu_count()} '
         f'cores; hashjax from {os.path.dirname(mih.__file__)}\n')
   print('| codes | m | k | flat q/s | MIH q/s | auto q/s | auto / MIH | '
@@ -52,11 +53,10 @@ def main():
     m = mih.choose_m_for(db, bits)
     parts = [(db, mih.build(db, bits, m=m), 0)]
     for b in _ints(a.flat_batches):
-      k = _ints(a.k or '10')[0]
-      exact.nearest_codes(db, bits, None, q[:b], k, 'flat')
-      ms = archive.best_of(3, exact.nearest_codes, db, bits, None, q[:b], k,
-                           'flat')[1] / b * 1e3
-      print(f'{kind}: the flat scan, k = {k}, a call of {b} queries: '
+      exact.nearest_codes(db, bits, None, q[:b], flat_k, 'flat')
+      ms = archive.best_of(3, exact.nearest_codes, db, bits, None, q[:b],
+                           flat_k, 'flat')[1] / b * 1e3
+      print(f'{kind}: the flat scan, k = {flat_k}, a call of {b} queries: '
             f'{ms:.2f} ms per query', flush=True)
     cells = [(k, exact.nearest_codes) for k in _ints(a.k)]
     cells += [(r, exact.within_codes) for r in _ints(a.radius)]

@@ -678,6 +678,17 @@ def _release_all(parts):
   _after_release = resident_bytes()
 
 
+def _threads_for(num_queries, threads=None):
+  """Threads a compiled call splits its queries over: `threads` if given
+  (at most one a query, at most every thread), else every thread once
+  each gets MIN_QUERIES_PER_THREAD queries, else one."""
+  if threads:
+    return max(1, min(int(threads), num_queries, workers.threads()))
+  if num_queries >= MIN_QUERIES_PER_THREAD * workers.threads():
+    return workers.threads()
+  return 1
+
+
 def _word_layout(packed, dtype):
   """uint32 [N, W] codes or queries -> [N, W'] as `dtype` words (uint64
   pairs or uint32), the layout of a _Part's words."""
@@ -766,8 +777,7 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     count = np.zeros(len(q), np.int64)
     qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
-    pieces = (workers.threads() if len(q) >= MIN_QUERIES_PER_THREAD *
-              workers.threads() else 1)
+    pieces = _threads_for(len(q))
     for part in parts:
 
       def queries(lo, hi, part=part):
@@ -1018,9 +1028,8 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None,
     stats: optional dict, given 'work' (float [Q], the compiled loop's
       work per query as counted for max_candidates) and 'threads' (how
       many threads ran the queries: one for a call of few queries).
-    threads: split the queries over this many threads (at most one a
-      query, at most every thread) instead of over every thread once there
-      are MIN_QUERIES_PER_THREAD queries per thread, else one.
+    threads: split the queries over this many threads instead
+      (`_threads_for`).
 
   Returns:
     A list with, per query, (dist int32, idx int64) sorted by (distance,
@@ -1038,10 +1047,7 @@ def radius(q_packed, parts, r, bits, *, max_candidates=None, stats=None,
   if compiled():
     qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
-    pieces = (workers.threads() if len(q) >= MIN_QUERIES_PER_THREAD *
-              workers.threads() else 1)
-    if threads:
-      pieces = max(1, min(int(threads), len(q), workers.threads()))
+    pieces = _threads_for(len(q), threads)
   for part in parts:
     if compiled():
 
