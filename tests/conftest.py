@@ -1,18 +1,41 @@
-"""Shared test setup: offline, quiet TF, paths to ../shared and bundled data."""
+"""Shared test setup: offline, quiet TF, one compilation cache for the
+session, paths to ../shared and bundled data."""
 import os
 import pathlib
 import shutil
+import tempfile
 import types
 
 os.environ.setdefault('HASHJAX_OFFLINE', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+# Most tests (and the processes they start) compile the same small programs
+# (resnet_tiny's init, train and encode steps): JAX's persistent compilation
+# cache lets the second compile of a program load the first one's
+# executable. It holds only compiles of 0.3 s or more (not the many quick
+# ones of eager ops), starts empty in every session and is removed at its
+# end. No size limit: with one, JAX rescans the whole folder at every write
+# (the Swin tests ran 4x slower). Set JAX_COMPILATION_CACHE_DIR to keep your
+# own.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix='hashjax-test-jax-cache-')
+  os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE,
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.3',
+                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+else:
+  _CACHE = None
 
 import pytest  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 BUNDLED = REPO / 'hashjax' / 'data' / 'bundled' / 'rsscn7_64'
+
+
+def pytest_unconfigure(config):
+  del config
+  if _CACHE:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')
