@@ -190,8 +190,9 @@ def test_auto_sends_the_rest_to_mih_at_once_when_it_wins_clearly(
     monkeypatch):
   """search_auto doubles its MIH batches while the choice is close, and
   sends every remaining query in one call once MIH has cost less than
-  1 / AUTO_ALL_IN of the flat scan over its first two batches; the
-  answers are exact either way."""
+  1 / AUTO_ALL_IN of the flat scan over its first two batches, or its
+  first where the tables exceed RESIDENT_BUDGET (each call reads them
+  again); the answers are exact either way."""
   rng = np.random.default_rng(4)
   db = codes(3000, 64, 3, rng)
   q = queries(db, 64, rng, 20)[:40]
@@ -205,9 +206,11 @@ def test_auto_sends_the_rest_to_mih_at_once_when_it_wins_clearly(
     sizes.append(len(qq))
     return search(qq, *a, **kw)
   monkeypatch.setattr(mih, 'search', counted)
-  for all_in, want in ((mih.AUTO_ALL_IN, [4, 4, 32]),
-                       (np.inf, [4, 4, 8, 16, 8])):
+  for all_in, memory, want in ((mih.AUTO_ALL_IN, 1 << 40, [4, 4, 32]),
+                               (mih.AUTO_ALL_IN, 1, [4, 36]),
+                               (np.inf, 1, [4, 4, 8, 16, 8])):
     monkeypatch.setattr(mih, 'AUTO_ALL_IN', all_in)
+    monkeypatch.setattr(mih, 'RESIDENT_BUDGET', memory)
     sizes.clear()
     d, i = mih.search_auto(q, parts, 5, 64, cost_ratio=1e-3, batch=4,
                            first_batch=4, flat_seconds=1e9)  # no give-ups

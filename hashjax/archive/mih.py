@@ -124,7 +124,8 @@ RELEASE_STEP = 1 << 28      # 256 MiB
 MIN_QUERIES_PER_THREAD = 16
 # search_auto sends all its remaining queries to MIH at once when MIH has
 # cost less than 1 / AUTO_ALL_IN of the flat scan per query so far (after
-# its first two batches).
+# its first two batches; after the first where the tables exceed
+# RESIDENT_BUDGET, as each call then reads their pages again).
 AUTO_ALL_IN = 2
 # With estimate_flat, search_auto times the flat scan itself once this many
 # queries have given up in MIH (they need the flat scan anyway), and widens
@@ -873,10 +874,11 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   paid O(log Q) times, not Q / batch. Once MIH has cost less than
   1 / AUTO_ALL_IN of the flat scan per query over more than the first
   batch (4 queries are too few to judge a heavy tail of hard ones), the
-  next batch is all the remaining queries: each call walks every part
-  (at 10^8 codes, past the memory budget, their tables are read again in
-  every call), and a query that turns out hard still costs at most its
-  budget and a flat scan.
+  next batch is all the remaining queries: each call walks every part,
+  and a query that turns out hard still costs at most its budget and a
+  flat scan. Where the parts' tables exceed RESIDENT_BUDGET (10^8 codes)
+  every call reads their pages again, and a call of 4 or 16 queries costs
+  nearly what one of 80 does: there the first batch is enough to judge.
 
   Args:
     flat_fn: q_packed -> (dist, idx), the flat scan to use (default:
@@ -914,6 +916,10 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   gave_up = 0                          # MIH queries that exhausted the budget
   mih_work = [0]                       # MIH's units of work so far
   budget = total / cost_ratio          # per MIH query, in units of work
+  # Past the memory budget every call reads the tables' pages again: a
+  # small call costs nearly what a large one does, so go all in sooner.
+  judge_after = 0 if (len(parts) > 1 and sum(
+      p[1].nbytes for p in parts) >= RESIDENT_BUDGET) else first_batch
 
   def per_query(way):
     s, n = spent[way]
@@ -939,7 +945,7 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
     if t_mih is not None and t_flat is not None:
       mih_cost = t_mih + t_flat * gave_up / spent['mih'][1]
       way = 'mih' if mih_cost < t_flat else 'flat'
-      if mih_cost * AUTO_ALL_IN < t_flat and spent['mih'][1] > first_batch:
+      if mih_cost * AUTO_ALL_IN < t_flat and spent['mih'][1] > judge_after:
         rows = np.arange(rows[0], len(q))
         start = len(q)
     else:
