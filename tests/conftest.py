@@ -15,7 +15,7 @@ os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 # executable. It holds only compiles of 0.3 s or more (not the many quick
 # ones of eager ops), starts empty in every session and is removed at its
 # end. No size limit: with one, JAX rescans the whole folder at every write
-# (the Swin tests ran 4x slower). Set JAX_COMPILATION_CACHE_DIR to keep your
+# (the Swin tests ran 3-5x slower). Set JAX_COMPILATION_CACHE_DIR to keep your
 # own.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _CACHE = tempfile.mkdtemp(prefix='hashjax-test-jax-cache-')
