@@ -15,8 +15,8 @@ MIH search can read fewer buckets. Over exactly those buckets, per query
   probe  the buckets' bounds only (the offsets read);
   read   + every code of those buckets read once (mih_numba._touch over
          whole buckets): the memory MIH cannot avoid;
-  count  + every code's distance counted against d (mih_numba._near): the
-         least verification there is;
+  count  + every code's distance compared with d (mih_numba._nearest, a
+         bucket's least distance): the least verification there is;
   mih    mih_numba.knn, the search itself (its first buckets are verified
          against a looser bound than d);
   seq    as many bytes as `read` read in one contiguous run of the
@@ -83,10 +83,9 @@ def certified_buckets(q_words, q_keys, lengths, offsets, codes, d_k, mode,
             mih_numba._touch(flat, width, first, last, n_masks, sink)
           if mode >= 2:
             for t in range(n_masks):
-              below, _ = mih_numba._near(flat[first[t] * width:
-                                              last[t] * width], width, q,
-                                         d_k[i])
-              check += below
+              near = mih_numba._nearest(flat[first[t] * width:
+                                             last[t] * width], width, q)
+              check += near <= d_k[i]
     totals[i, 0] = buckets
     totals[i, 1] = n_codes
   return check + np.int64(sink[0] & 1)

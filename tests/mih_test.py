@@ -13,12 +13,16 @@ from hashjax.archive import mih
 from hashjax.archive import mih_numba
 
 
-@pytest.fixture(params=['numpy', 'numba'])
+@pytest.fixture(params=['numpy', 'numba', 'shared'])
 def kernel(request, monkeypatch):
-  """Runs a test through both MIH loops: NumPy's and the compiled one."""
-  if request.param == 'numba' and not mih_numba.AVAILABLE:
+  """Runs a test through every MIH loop: NumPy's, the compiled one query
+  after another (mih_numba.knn), and the compiled one with the queries in
+  step (mih_numba.knn_shared, here from one query a thread)."""
+  if request.param != 'numpy' and not mih_numba.AVAILABLE:
     pytest.skip('numba is not installed (the `fast` extra)')
-  monkeypatch.setattr(mih, '_COMPILED', request.param == 'numba')
+  monkeypatch.setattr(mih, '_COMPILED', request.param != 'numpy')
+  monkeypatch.setattr(mih, 'SHARED_QUERIES',
+                      1 if request.param == 'shared' else 10**9)
   return request.param
 
 
@@ -124,6 +128,49 @@ def test_knn_matches_stable_sort(n, bits, clusters, kernel):
       assert not gave_up.any()
       np.testing.assert_array_equal(d, want_d)
       np.testing.assert_array_equal(i, want_i)
+
+
+@pytest.mark.skipif(not mih_numba.AVAILABLE, reason='needs numba')
+@pytest.mark.parametrize('clusters', [0, 3])
+def test_shared_loop_equals_the_one_query_loop(clusters):
+  """knn_shared against knn on the same parts (three shards in one call):
+  the same k best, counts, work and give-ups, with no budget and with one
+  that about half the queries pass; a query that gave up in an earlier
+  call is left alone."""
+  rng = np.random.default_rng(7 + clusters)
+  n, bits = 5000, 64
+  db = codes(n, bits, clusters, rng)
+  q = np.concatenate([queries(db, bits, rng, 40), db[:30]])
+  parts = mih._parts(shards(db, bits, [1000, 3000]), bits)  # pylint: disable=protected-access
+  lists = mih._compiled_parts(parts)  # pylint: disable=protected-access
+  qw = mih._word_layout(q, parts[0].words.dtype)  # pylint: disable=protected-access
+  keys = mih._query_keys(q, parts[0].tables)  # pylint: disable=protected-access
+  lengths = np.asarray(parts[0].tables.lengths, np.int64)
+  def run(loop, k, budget):
+    best = np.full((len(q), k), -1, np.int64)
+    count = np.zeros(len(q), np.int64)
+    work = np.zeros(len(q), np.int64)
+    gave_up = np.zeros(len(q), bool)
+    gave_up[5] = True                    # gave up in an earlier call
+    loop(qw, keys, lengths, *lists, n, k, budget, 2, 41, best, count, work,
+         gave_up)
+    return best, count, work, gave_up
+
+  for k in (1, 10, 100):
+    free = run(mih_numba.knn, k, np.inf)
+    best, count, work, gave_up = free
+    assert work[5] == 0 and gave_up[5] and count[5] == 0
+    assert not gave_up[np.arange(len(q)) != 5].any()
+    want_d, want_i = reference(q, db, k)
+    np.testing.assert_array_equal(best[6:] // n, want_d[6:])
+    np.testing.assert_array_equal(best[6:] % n, want_i[6:])
+    budget = float(np.median(work))      # about half the queries give up
+    bound = run(mih_numba.knn, k, budget)
+    assert 10 < bound[3].sum() < len(q) - 10
+    for want, loop_budget in ((free, np.inf), (bound, budget)):
+      got = run(mih_numba.knn_shared, k, loop_budget)
+      for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_shards_of_one_code_and_mixed_layouts(kernel):

@@ -122,6 +122,12 @@ RELEASE_STEP = 1 << 28      # 256 MiB
 # many queries per thread: waking them costs about a query's time on
 # clustered codes (a call of 16 queries ran at 0.8x on two threads).
 MIN_QUERIES_PER_THREAD = 16
+# A thread given at least this many queries runs them in step
+# (mih_numba.knn_shared: each step's buckets verified in bucket order for
+# every query that probes them), fewer one query after another
+# (mih_numba.knn), and so do tables past RESIDENT_BUDGET, read from disk
+# (at 10^8 codes the shared loop was no faster). bench/mih_shared.py.
+SHARED_QUERIES = 128
 # search_auto sends all its remaining queries to MIH at once when MIH has
 # cost less than 1 / AUTO_ALL_IN of the flat scan per query so far (after
 # its first two batches; after the first where the tables exceed
@@ -779,13 +785,16 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
     pieces = _threads_for(len(q))
+    knn = mih_numba.knn
+    if (len(q) >= SHARED_QUERIES * pieces and
+        sum(p.tables.nbytes for p in parts) < RESIDENT_BUDGET):
+      knn = mih_numba.knn_shared
     for part in parts:
 
       def queries(lo, hi, part=part):
-        mih_numba.knn(qw[lo:hi], keys[lo:hi], lengths,
-                      *_compiled_part(part), total, k, float(budget),
-                      STEP_WORK_COMPILED, PROBE_WORK_COMPILED, best[lo:hi],
-                      count[lo:hi], seen[lo:hi], gave_up[lo:hi])
+        knn(qw[lo:hi], keys[lo:hi], lengths, *_compiled_part(part), total,
+            k, float(budget), STEP_WORK_COMPILED, PROBE_WORK_COMPILED,
+            best[lo:hi], count[lo:hi], seen[lo:hi], gave_up[lo:hi])
       workers.run_split(queries, len(q), pieces)
       if len(parts) > 1 and resident_bytes() >= _release_level():
         _release_all(parts)

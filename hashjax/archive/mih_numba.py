@@ -13,11 +13,17 @@ through another substring is recognised and dropped. Reading a bucket's
 codes as one run, instead of one random row per candidate through the
 row table, and touching the runs of 512 buckets before scanning them (so
 their cache misses overlap) made the loop 1.5-5x faster at 10^7 codes.
-Counting a block of a bucket's codes against the k-th best distance in a
-loop the compiler vectorises (`_near`), and walking only the blocks that
-hold a code that can enter, made it 1.2-3.4x faster again
+Checking a block of a bucket's codes against the k-th best distance in a
+loop the compiler vectorises (now `_nearest`), and walking only the blocks
+that hold a code that can enter, made it 1.2-3.4x faster again
 (docs/benchmarks.md). The results are the same integers as the NumPy path
 (tests/mih_test.py runs both against the flat scan).
+
+`knn_shared` runs a batch of queries in step: each probe step's buckets
+are verified in bucket order for every query that probes them, so that a
+bucket several queries probe is read once and the tables are swept in
+order. Same results; faster from about a hundred queries a thread on
+tables held in memory (docs/benchmarks.md).
 
 `radius` runs the radius search (every code within r) the same way: the
 buckets the pigeonhole bound names, each bucket's codes as one run, a code
@@ -36,13 +42,17 @@ except ImportError:  # the `fast` extra is not installed
 
 AVAILABLE = numba is not None
 # A bucket of fewer codes than SMALL is verified code by code; a larger one
-# in blocks of BLOCK codes, counted first by a vectorised loop (`_near`).
+# in blocks of BLOCK codes, their least distance first found by a
+# vectorised loop (`_nearest`).
 SMALL = 16
 BLOCK = 256
 # Codes of each probed bucket touched before the buckets are scanned (a
 # whole bucket up to this size: bench/mih_m.py at 10^7 random codes, m = 4,
 # buckets of ~150 codes: 1.2-1.3x over touching 32).
 TOUCH = 512
+# knn_shared groups a step's (bucket, query) pairs by the top SORT_BITS
+# bits of their part and bucket.
+SORT_BITS = 16
 
 if AVAILABLE:
 
@@ -79,39 +89,35 @@ if AVAILABLE:
     return count + 1 if count < k else k
 
   @numba.njit(nogil=True, cache=True)
-  def _near(flat, width, q, bound):
-    """(codes strictly nearer than `bound`, codes at `bound`) among the
-    codes of `flat` (1-D, `width` words each). Branch-free loops over a
-    contiguous slice, which the compiler vectorises: this is where a
-    verified code's cost goes."""
-    below = np.int64(0)
-    at = np.int64(0)
+  def _nearest(flat, width, q):
+    """The least distance to q of the codes of `flat` (1-D, `width` words
+    each; at least one code). A branch-free loop over a contiguous slice,
+    which the compiler vectorises: this is where a verified code's cost
+    goes. (It replaced counting the codes below and at a bound, two
+    reductions where one says whether a block holds an entrant: 1.1-1.15x
+    on the search loop, docs/benchmarks.md.)"""
+    near = np.int64(1 << 30)
     if width == 1:
       q0 = q[0]
       for u in range(flat.shape[0]):
-        d = np.int64(_ctpop(flat[u] ^ q0))
-        below += d < bound
-        at += d == bound
+        near = min(near, np.int64(_ctpop(flat[u] ^ q0)))
     elif width == 2:
       q0, q1 = q[0], q[1]
       for u in range(flat.shape[0] // 2):
-        d = (np.int64(_ctpop(flat[2 * u] ^ q0)) +
-             np.int64(_ctpop(flat[2 * u + 1] ^ q1)))
-        below += d < bound
-        at += d == bound
+        near = min(near, np.int64(_ctpop(flat[2 * u] ^ q0)) +
+                   np.int64(_ctpop(flat[2 * u + 1] ^ q1)))
     else:
       for u in range(flat.shape[0] // width):
         d = np.int64(0)
         for w in range(width):
           d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
-        below += d < bound
-        at += d == bound
-    return below, at
+        near = min(near, d)
+    return near
 
   @numba.njit(nogil=True, cache=True)
   def _distances(flat, width, q, dist):
     """dist[u] = the distance to q of code u of `flat` (1-D, `width` words
-    a code), vectorised like `_near`."""
+    a code), vectorised like `_nearest`."""
     if width == 1:
       q0 = q[0]
       for u in range(flat.shape[0]):
@@ -148,26 +154,41 @@ if AVAILABLE:
     return d
 
   @numba.njit(nogil=True, cache=True)
-  def _scan(codes, rows, first, last, n_buckets, q, base, total, k, best,
-            count, sink, dist):
-    """Verifies the buckets [first[t], last[t]) of one table: their codes
-    are contiguous in `codes` (bucket order). A candidate's row is read
-    only when its distance could enter the k best. Returns the new count.
+  def _scan(codes, rows, first, last, n_buckets, who, q_words, base, total,
+            k, best_out, count_out, sink, dist):
+    """Verifies the buckets [first[t], last[t]) of one table, bucket t for
+    query who[t] (none where it is negative): their codes are contiguous in
+    `codes` (bucket order). A candidate's row is read only when its
+    distance could enter the query's k best, best_out[i][:count_out[i]].
 
     The buckets' first TOUCH codes are read first (`_touch`), so their
     cache misses overlap. A bucket of fewer
     than SMALL codes is then verified code by code. A larger one goes in
-    blocks of BLOCK codes: `_near` counts the block's codes nearer than
-    the k-th best distance and at it, in a vectorised loop; only a block
-    holding a code that can enter the k best gets its distances
+    blocks of BLOCK codes: `_nearest` finds the block's least distance, in
+    a vectorised loop; only a block holding a code that can enter the k
+    best (nearer than the k-th best, or as near) gets its distances
     (`_distances`, into `dist`) and a pass over them that inserts. A code
     at exactly the k-th best distance enters only with a smaller row, and
     rows ascend within a bucket, so a block with only such ties needs the
     pass only if its first row is below the k-th best's."""
-    width = q.shape[0]
+    width = q_words.shape[1]
     flat = codes.reshape(-1)
     _touch(flat, width, first, last, n_buckets, sink)
+    i = np.int64(-1)           # the query whose state is loaded
+    q = q_words[0]
+    best = best_out[0]
+    count = np.int64(0)
     for t in range(n_buckets):
+      if who[t] != i:
+        if i >= 0:
+          count_out[i] = count
+        i = who[t]
+        if i >= 0:
+          q = q_words[i]
+          best = best_out[i]
+          count = count_out[i]
+      if i < 0:
+        continue
       lo = first[t]
       while lo < last[t]:
         hi = min(last[t], lo + BLOCK)
@@ -185,9 +206,9 @@ if AVAILABLE:
           walk = True
         else:
           bound = best[k - 1] // total
-          below, at = _near(flat[lo * width:hi * width], width, q, bound)
-          walk = below > 0 or (at > 0 and
-                               base + rows[lo] < best[k - 1] % total)
+          near = _nearest(flat[lo * width:hi * width], width, q)
+          walk = near < bound or (near == bound and
+                                  base + rows[lo] < best[k - 1] % total)
         if walk:
           _distances(flat[lo * width:hi * width], width, q, dist)
           bound = (np.int64(1) << 62) if count < k else best[k - 1] // total
@@ -199,7 +220,8 @@ if AVAILABLE:
                 if count == k:
                   bound = best[k - 1] // total
         lo = hi
-    return count
+    if i >= 0:
+      count_out[i] = count
 
   @numba.njit(nogil=True, cache=True)
   def _next_masks(key, mask, s, limit, masks):
@@ -276,12 +298,12 @@ if AVAILABLE:
     last = np.empty(chunk, np.int64)
     sink = np.zeros(1, codes[0].dtype)
     dist = np.empty(BLOCK, np.int64)
+    who = np.empty(chunk, np.int64)
     for i in range(num_q):
       if gave_up_out[i]:
         continue
       best = best_out[i]
-      q = q_words[i]
-      count = count_out[i]
+      who[:] = i
       work = work_out[i]
       done = False
       gave_up = False
@@ -302,14 +324,14 @@ if AVAILABLE:
             for p in range(num_parts):
               work += _bounds(offsets[p * m + j], masks, n_masks, first,
                               last, probe_work)
-              count = _scan(codes[p * m + j], rows[p * m + j], first, last,
-                            n_masks, q, part_offsets[p], total, k, best,
-                            count, sink, dist)
+              _scan(codes[p * m + j], rows[p * m + j], first, last, n_masks,
+                    who, q_words, part_offsets[p], total, k, best_out,
+                    count_out, sink, dist)
             if work > budget:
               gave_up = True
           if gave_up:
             break
-          if count == k and best[k - 1] // total <= m * s + j:
+          if count_out[i] == k and best[k - 1] // total <= m * s + j:
             done = True
             break
         if done or gave_up:
@@ -317,10 +339,142 @@ if AVAILABLE:
       work_out[i] = work
       gave_up_out[i] = gave_up
       if gave_up:
-        count = 0
-      count_out[i] = count
-      for t in range(count, k):
+        count_out[i] = 0
+      for t in range(count_out[i], k):
         best[t] = -1
+
+  @numba.njit(nogil=True, cache=True)
+  def knn_shared(q_words, q_keys, lengths, offsets, rows, codes,
+                 part_offsets, total, k, budget, step_work, probe_work,
+                 best_out, count_out, work_out, gave_up_out):
+    """`knn` with the queries in step: the same probe steps (radius s,
+    substring j), the same stopping rule and work count, so the same
+    results, but each step's buckets are verified bucket by bucket for
+    every query that probes them, in bucket order, rather than query by
+    query. A bucket probed by several queries is then read from memory
+    once, and the tables are read in one sweep instead of at random
+    places. Same arguments and outputs as `knn`."""
+    chunk = 512
+    num_q = q_words.shape[0]
+    m = lengths.shape[0]
+    num_parts = part_offsets.shape[0]
+    max_len = 0
+    for j in range(m):
+      max_len = max(max_len, lengths[j])
+    q_bits = 1
+    while (np.int64(1) << q_bits) < num_q:
+      q_bits += 1
+    masks = np.empty(chunk, np.int64)
+    first = np.empty(chunk, np.int64)
+    last = np.empty(chunk, np.int64)
+    sink = np.zeros(1, codes[0].dtype)
+    dist = np.empty(BLOCK, np.int64)
+    who = np.empty(chunk, np.int64)
+    pairs = np.empty(4096, np.int64)   # (part, bucket, query), packed
+    todo = np.empty(4096, np.int64)    # the same, grouped by bucket
+    hist = np.empty((1 << SORT_BITS) + 1, np.int64)
+    p_bits = 0
+    while (np.int64(1) << p_bits) < num_parts:
+      p_bits += 1
+    active = np.empty(num_q, np.bool_)
+    left = 0
+    for i in range(num_q):
+      active[i] = not gave_up_out[i]
+      left += active[i]
+    for s in range(max_len + 1):
+      for j in range(m):
+        length = lengths[j]
+        if s > length:
+          continue
+        limit = np.int64(1) << length
+        n_pairs = 0
+        for i in range(num_q):      # the step's buckets, and the budget
+          if not active[i]:
+            continue
+          work = work_out[i] + step_work * num_parts
+          key_j = q_keys[i, j]
+          mask = (np.int64(1) << s) - 1
+          if work > budget:
+            mask = limit
+            gave_up_out[i] = True
+          while mask < limit:
+            n_masks, mask = _next_masks(key_j, mask, s, limit, masks)
+            for p in range(num_parts):
+              off = offsets[p * m + j]
+              work += n_masks * probe_work
+              for t in range(n_masks):
+                size = off[masks[t] + 1] - off[masks[t]]
+                if size:
+                  work += size
+                  if n_pairs == pairs.shape[0]:
+                    grown = np.empty(2 * n_pairs, np.int64)
+                    grown[:n_pairs] = pairs
+                    pairs = grown
+                  pairs[n_pairs] = (((np.int64(p) << length) | masks[t])
+                                    << q_bits) | i
+                  n_pairs += 1
+            if work > budget:
+              gave_up_out[i] = True
+              break
+          work_out[i] = work
+          if gave_up_out[i]:
+            active[i] = False
+        # Grouped by bucket: a counting sort on the top bits of the part
+        # and bucket (about as many bins as pairs, at most 2^SORT_BITS):
+        # buckets near each other share a bin, in query order.
+        top = length + p_bits
+        sort_bits = 1
+        while sort_bits < SORT_BITS and (np.int64(1) << sort_bits) < n_pairs:
+          sort_bits += 1
+        shift = max(0, top - sort_bits)
+        if todo.shape[0] < n_pairs:
+          todo = np.empty(pairs.shape[0], np.int64)
+        hist[:(np.int64(1) << (top - shift)) + 1] = 0
+        for t in range(n_pairs):
+          hist[(pairs[t] >> (q_bits + shift)) + 1] += 1
+        for t in range(np.int64(1) << (top - shift)):
+          hist[t + 1] += hist[t]
+        for t in range(n_pairs):
+          b = pairs[t] >> (q_bits + shift)
+          todo[hist[b]] = pairs[t]
+          hist[b] += 1
+        q_mask = (np.int64(1) << q_bits) - 1
+        b_mask = (np.int64(1) << length) - 1
+        start = 0
+        while start < n_pairs:     # chunks of pairs of one part
+          p = todo[start] >> (q_bits + length)
+          end = start
+          while (end < n_pairs and end - start < chunk and
+                 todo[end] >> (q_bits + length) == p):
+            end += 1
+          off = offsets[p * m + j]
+          for t in range(end - start):
+            b = (todo[start + t] >> q_bits) & b_mask
+            first[t] = off[b]
+            last[t] = off[b + 1]
+            i = todo[start + t] & q_mask
+            who[t] = i if active[i] else -1
+          _scan(codes[p * m + j], rows[p * m + j], first, last, end - start,
+                who, q_words, part_offsets[p], total, k, best_out, count_out,
+                sink, dist)
+          start = end
+        left = 0
+        for i in range(num_q):
+          if active[i]:
+            if (count_out[i] == k and
+                best_out[i, k - 1] // total <= m * s + j):
+              active[i] = False
+            else:
+              left += 1
+        if left == 0:
+          break
+      if left == 0:
+        break
+    for i in range(num_q):
+      if gave_up_out[i]:
+        count_out[i] = 0
+      for t in range(count_out[i], k):
+        best_out[i, t] = -1
 
   @numba.njit(nogil=True, cache=True)
   def _radius_verify(codes, rows, first, last, n_buckets, q, r, base, total,
@@ -340,7 +494,7 @@ if AVAILABLE:
         if hi - lo < SMALL:
           for u in range(lo, hi):
             dist[u - lo] = _distance(flat, width, u, q)
-        elif _near(flat[lo * width:hi * width], width, q, r + 1)[0] > 0:
+        elif _nearest(flat[lo * width:hi * width], width, q) <= r:
           _distances(flat[lo * width:hi * width], width, q, dist)
         else:   # none within r
           lo = hi
