@@ -50,6 +50,8 @@ BLOCK = 256
 # whole bucket up to this size: bench/mih_m.py at 10^7 random codes, m = 4,
 # buckets of ~150 codes: 1.2-1.3x over touching 32).
 TOUCH = 512
+# Masks (and buckets) a probe step handles at a time.
+CHUNK = 512
 # knn_shared groups a step's (bucket, query) pairs by the top SORT_BITS
 # bits of their part and bucket.
 SORT_BITS = 16
@@ -254,13 +256,21 @@ if AVAILABLE:
     return work
 
   @numba.njit(nogil=True, cache=True)
+  def _buffers(codes):
+    """The loops' scratch arrays: a chunk of CHUNK masks, their buckets'
+    bounds and queries, a word for `_touch`, a block's distances."""
+    return (np.empty(CHUNK, np.int64), np.empty(CHUNK, np.int64),
+            np.empty(CHUNK, np.int64), np.empty(CHUNK, np.int64),
+            np.zeros(1, codes[0].dtype), np.empty(BLOCK, np.int64))
+
+  @numba.njit(nogil=True, cache=True)
   def knn(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
           total, k, budget, step_work, probe_work, best_out, count_out,
           work_out, gave_up_out):
     """k nearest of each query over all parts (see `mih._knn_one`).
 
     Each probe step (radius s, substring j, part) runs in chunks of up to
-    `chunk` masks in phases, each a tight loop so that the random reads of
+    CHUNK masks in phases, each a tight loop so that the random reads of
     a phase overlap: the chunk's bucket bounds, then its buckets' codes
     (`_scan`).
 
@@ -286,19 +296,11 @@ if AVAILABLE:
       per call, each query carrying its k best (a bound for the next part),
       its work and whether it gave up (then it is skipped).
     """
-    chunk = 512
     num_q = q_words.shape[0]
     m = lengths.shape[0]
     num_parts = part_offsets.shape[0]
-    max_len = 0
-    for j in range(m):
-      max_len = max(max_len, lengths[j])
-    masks = np.empty(chunk, np.int64)
-    first = np.empty(chunk, np.int64)
-    last = np.empty(chunk, np.int64)
-    sink = np.zeros(1, codes[0].dtype)
-    dist = np.empty(BLOCK, np.int64)
-    who = np.empty(chunk, np.int64)
+    max_len = lengths.max()
+    masks, first, last, who, sink, dist = _buffers(codes)
     for i in range(num_q):
       if gave_up_out[i]:
         continue
@@ -354,22 +356,14 @@ if AVAILABLE:
     query. A bucket probed by several queries is then read from memory
     once, and the tables are read in one sweep instead of at random
     places. Same arguments and outputs as `knn`."""
-    chunk = 512
     num_q = q_words.shape[0]
     m = lengths.shape[0]
     num_parts = part_offsets.shape[0]
-    max_len = 0
-    for j in range(m):
-      max_len = max(max_len, lengths[j])
+    max_len = lengths.max()
+    masks, first, last, who, sink, dist = _buffers(codes)
     q_bits = 1
     while (np.int64(1) << q_bits) < num_q:
       q_bits += 1
-    masks = np.empty(chunk, np.int64)
-    first = np.empty(chunk, np.int64)
-    last = np.empty(chunk, np.int64)
-    sink = np.zeros(1, codes[0].dtype)
-    dist = np.empty(BLOCK, np.int64)
-    who = np.empty(chunk, np.int64)
     pairs = np.empty(4096, np.int64)   # (part, bucket, query), packed
     todo = np.empty(4096, np.int64)    # the same, grouped by bucket
     hist = np.empty((1 << SORT_BITS) + 1, np.int64)
@@ -444,7 +438,7 @@ if AVAILABLE:
         while start < n_pairs:     # chunks of pairs of one part
           p = todo[start] >> (q_bits + length)
           end = start
-          while (end < n_pairs and end - start < chunk and
+          while (end < n_pairs and end - start < CHUNK and
                  todo[end] >> (q_bits + length) == p):
             end += 1
           off = offsets[p * m + j]
@@ -532,17 +526,12 @@ if AVAILABLE:
       (keys int64, ends int64 [Q], gave_up bool [Q], work float64 [Q]):
       query i's keys, ascending, are keys[ends[i - 1]:ends[i]].
     """
-    chunk = 512
     num_q = q_words.shape[0]
     m = lengths.shape[0]
     num_parts = part_offsets.shape[0]
     s0, last_j = r // m, r % m
-    masks = np.empty(chunk, np.int64)
-    first = np.empty(chunk, np.int64)
-    last = np.empty(chunk, np.int64)
-    sink = np.zeros(1, codes[0].dtype)
+    masks, first, last, _, sink, dist = _buffers(codes)
     found = np.empty(1024, np.int64)
-    dist = np.empty(BLOCK, np.int64)
     ends = np.zeros(num_q, np.int64)
     gave_up = np.zeros(num_q, np.bool_)
     spent = np.zeros(num_q, np.float64)
