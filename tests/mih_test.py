@@ -2,6 +2,7 @@
 random and clustered codes with ties and exact duplicates, code lengths
 with unequal substrings, several shards, the candidate budget and the
 flat fallback, radius search, and the tables file."""
+import functools
 import os
 import time
 
@@ -136,7 +137,7 @@ def test_shared_loop_equals_the_one_query_loop(clusters):
   """knn_shared against knn on the same parts (three shards in one call):
   the same k best, counts, work and give-ups, with no budget and with one
   that about half the queries pass; a query that gave up in an earlier
-  call is left alone."""
+  call is left alone; the same when a step's pairs go in many rounds."""
   rng = np.random.default_rng(7 + clusters)
   n, bits = 5000, 64
   db = codes(n, bits, clusters, rng)
@@ -168,9 +169,11 @@ def test_shared_loop_equals_the_one_query_loop(clusters):
     bound = run(mih_numba.knn, k, budget)
     assert 10 < bound[3].sum() < len(q) - 10
     for want, loop_budget in ((free, np.inf), (bound, budget)):
-      got = run(mih_numba.knn_shared, k, loop_budget)
-      for a, b in zip(want, got):
-        np.testing.assert_array_equal(a, b)
+      for max_pairs in (mih_numba.PAIRS, 50):    # one round; many
+        got = run(functools.partial(mih_numba.knn_shared,
+                                    max_pairs=max_pairs), k, loop_budget)
+        for a, b in zip(want, got):
+          np.testing.assert_array_equal(a, b)
 
 
 def test_shards_of_one_code_and_mixed_layouts(kernel):

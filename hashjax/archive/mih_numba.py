@@ -52,9 +52,10 @@ BLOCK = 256
 TOUCH = 512
 # Masks (and buckets) a probe step handles at a time.
 CHUNK = 512
-# knn_shared groups a step's (bucket, query) pairs by the top SORT_BITS
-# bits of their part and bucket.
+# knn_shared groups a step's (bucket, query) pairs by at most the top
+# SORT_BITS bits of their part and bucket, PAIRS pairs (8 MiB) at a time.
 SORT_BITS = 16
+PAIRS = 1 << 20
 
 if AVAILABLE:
 
@@ -346,112 +347,137 @@ if AVAILABLE:
         best[t] = -1
 
   @numba.njit(nogil=True, cache=True)
+  def _step_pairs(i, q_keys, j, s, length, offsets, m, num_parts, q_bits,
+                  budget, step_work, probe_work, active, work_out,
+                  gave_up_out, masks, pairs, n_pairs):
+    """Appends to pairs[n_pairs:] query i's (part, bucket, query) keys of
+    probe step (s, j), for its non-empty buckets, charging its work as
+    `knn` does (a query past the budget gives up and leaves the step).
+    Returns (pairs, n_pairs); pairs is a new, larger array when it filled."""
+    work = work_out[i] + step_work * num_parts
+    limit = np.int64(1) << length
+    mask = (np.int64(1) << s) - 1
+    if work > budget:
+      mask = limit
+      gave_up_out[i] = True
+    while mask < limit:
+      n_masks, mask = _next_masks(q_keys[i, j], mask, s, limit, masks)
+      for p in range(num_parts):
+        off = offsets[p * m + j]
+        work += n_masks * probe_work
+        for t in range(n_masks):
+          size = off[masks[t] + 1] - off[masks[t]]
+          if size:
+            work += size
+            if n_pairs == pairs.shape[0]:
+              grown = np.empty(2 * n_pairs, np.int64)
+              grown[:n_pairs] = pairs
+              pairs = grown
+            pairs[n_pairs] = (((np.int64(p) << length) | masks[t])
+                              << q_bits) | i
+            n_pairs += 1
+      if work > budget:
+        gave_up_out[i] = True
+        break
+    work_out[i] = work
+    if gave_up_out[i]:
+      active[i] = False
+    return pairs, n_pairs
+
+  @numba.njit(nogil=True, cache=True)
+  def _by_bucket(pairs, n_pairs, top, q_bits, todo, hist):
+    """pairs[:n_pairs] grouped by their top `top` bits above the query's
+    q_bits (part and bucket): a counting sort into todo (a new, larger
+    array when too small) on about as many bins as pairs, at most
+    2^SORT_BITS, so buckets near each other share a bin, in query order.
+    Returns todo."""
+    sort_bits = 1
+    while sort_bits < SORT_BITS and (np.int64(1) << sort_bits) < n_pairs:
+      sort_bits += 1
+    shift = max(0, top - sort_bits)
+    if todo.shape[0] < n_pairs:
+      todo = np.empty(pairs.shape[0], np.int64)
+    bins = np.int64(1) << (top - shift)
+    hist[:bins + 1] = 0
+    for t in range(n_pairs):
+      hist[(pairs[t] >> (q_bits + shift)) + 1] += 1
+    for t in range(bins):
+      hist[t + 1] += hist[t]
+    for t in range(n_pairs):
+      b = pairs[t] >> (q_bits + shift)
+      todo[hist[b]] = pairs[t]
+      hist[b] += 1
+    return todo
+
+  @numba.njit(nogil=True, cache=True)
   def knn_shared(q_words, q_keys, lengths, offsets, rows, codes,
                  part_offsets, total, k, budget, step_work, probe_work,
-                 best_out, count_out, work_out, gave_up_out):
+                 best_out, count_out, work_out, gave_up_out,
+                 max_pairs=PAIRS):
     """`knn` with the queries in step: the same probe steps (radius s,
     substring j), the same stopping rule and work count, so the same
     results, but each step's buckets are verified bucket by bucket for
-    every query that probes them, in bucket order, rather than query by
-    query. A bucket probed by several queries is then read from memory
-    once, and the tables are read in one sweep instead of at random
-    places. Same arguments and outputs as `knn`."""
+    every query that probes them, in bucket order (`_by_bucket`), rather
+    than query by query. A bucket probed by several queries is then read
+    from memory once, and the tables are read in one sweep instead of at
+    random places. A step whose pairs pass `max_pairs` goes in rounds of
+    queries, so memory stays bounded. Otherwise the same arguments and
+    outputs as `knn`."""
     num_q = q_words.shape[0]
     m = lengths.shape[0]
     num_parts = part_offsets.shape[0]
-    max_len = lengths.max()
     masks, first, last, who, sink, dist = _buffers(codes)
     q_bits = 1
     while (np.int64(1) << q_bits) < num_q:
       q_bits += 1
-    pairs = np.empty(4096, np.int64)   # (part, bucket, query), packed
-    todo = np.empty(4096, np.int64)    # the same, grouped by bucket
-    hist = np.empty((1 << SORT_BITS) + 1, np.int64)
     p_bits = 0
     while (np.int64(1) << p_bits) < num_parts:
       p_bits += 1
+    q_mask = (np.int64(1) << q_bits) - 1
+    pairs = np.empty(4096, np.int64)   # (part, bucket, query), packed
+    todo = np.empty(4096, np.int64)    # the same, grouped by bucket
+    hist = np.empty((1 << SORT_BITS) + 1, np.int64)
     active = np.empty(num_q, np.bool_)
     left = 0
     for i in range(num_q):
       active[i] = not gave_up_out[i]
       left += active[i]
-    for s in range(max_len + 1):
+    for s in range(lengths.max() + 1):
       for j in range(m):
         length = lengths[j]
         if s > length:
           continue
-        limit = np.int64(1) << length
-        n_pairs = 0
-        for i in range(num_q):      # the step's buckets, and the budget
-          if not active[i]:
-            continue
-          work = work_out[i] + step_work * num_parts
-          key_j = q_keys[i, j]
-          mask = (np.int64(1) << s) - 1
-          if work > budget:
-            mask = limit
-            gave_up_out[i] = True
-          while mask < limit:
-            n_masks, mask = _next_masks(key_j, mask, s, limit, masks)
-            for p in range(num_parts):
-              off = offsets[p * m + j]
-              work += n_masks * probe_work
-              for t in range(n_masks):
-                size = off[masks[t] + 1] - off[masks[t]]
-                if size:
-                  work += size
-                  if n_pairs == pairs.shape[0]:
-                    grown = np.empty(2 * n_pairs, np.int64)
-                    grown[:n_pairs] = pairs
-                    pairs = grown
-                  pairs[n_pairs] = (((np.int64(p) << length) | masks[t])
-                                    << q_bits) | i
-                  n_pairs += 1
-            if work > budget:
-              gave_up_out[i] = True
-              break
-          work_out[i] = work
-          if gave_up_out[i]:
-            active[i] = False
-        # Grouped by bucket: a counting sort on the top bits of the part
-        # and bucket (about as many bins as pairs, at most 2^SORT_BITS):
-        # buckets near each other share a bin, in query order.
-        top = length + p_bits
-        sort_bits = 1
-        while sort_bits < SORT_BITS and (np.int64(1) << sort_bits) < n_pairs:
-          sort_bits += 1
-        shift = max(0, top - sort_bits)
-        if todo.shape[0] < n_pairs:
-          todo = np.empty(pairs.shape[0], np.int64)
-        hist[:(np.int64(1) << (top - shift)) + 1] = 0
-        for t in range(n_pairs):
-          hist[(pairs[t] >> (q_bits + shift)) + 1] += 1
-        for t in range(np.int64(1) << (top - shift)):
-          hist[t + 1] += hist[t]
-        for t in range(n_pairs):
-          b = pairs[t] >> (q_bits + shift)
-          todo[hist[b]] = pairs[t]
-          hist[b] += 1
-        q_mask = (np.int64(1) << q_bits) - 1
         b_mask = (np.int64(1) << length) - 1
-        start = 0
-        while start < n_pairs:     # chunks of pairs of one part
-          p = todo[start] >> (q_bits + length)
-          end = start
-          while (end < n_pairs and end - start < CHUNK and
-                 todo[end] >> (q_bits + length) == p):
-            end += 1
-          off = offsets[p * m + j]
-          for t in range(end - start):
-            b = (todo[start + t] >> q_bits) & b_mask
-            first[t] = off[b]
-            last[t] = off[b + 1]
-            i = todo[start + t] & q_mask
-            who[t] = i if active[i] else -1
-          _scan(codes[p * m + j], rows[p * m + j], first, last, end - start,
-                who, q_words, part_offsets[p], total, k, best_out, count_out,
-                sink, dist)
-          start = end
+        i = 0
+        while i < num_q:           # rounds of queries, max_pairs each
+          n_pairs = 0
+          while i < num_q and n_pairs < max_pairs:
+            if active[i]:
+              pairs, n_pairs = _step_pairs(
+                  i, q_keys, j, s, length, offsets, m, num_parts, q_bits,
+                  budget, step_work, probe_work, active, work_out,
+                  gave_up_out, masks, pairs, n_pairs)
+            i += 1
+          todo = _by_bucket(pairs, n_pairs, length + p_bits, q_bits, todo,
+                            hist)
+          start = 0
+          while start < n_pairs:   # chunks of pairs of one part
+            p = todo[start] >> (q_bits + length)
+            end = start
+            while (end < n_pairs and end - start < CHUNK and
+                   todo[end] >> (q_bits + length) == p):
+              end += 1
+            off = offsets[p * m + j]
+            for t in range(end - start):
+              b = (todo[start + t] >> q_bits) & b_mask
+              first[t] = off[b]
+              last[t] = off[b + 1]
+              query = todo[start + t] & q_mask
+              who[t] = query if active[query] else -1
+            _scan(codes[p * m + j], rows[p * m + j], first, last,
+                  end - start, who, q_words, part_offsets[p], total, k,
+                  best_out, count_out, sink, dist)
+            start = end
         left = 0
         for i in range(num_q):
           if active[i]:
