@@ -135,9 +135,10 @@ def test_knn_matches_stable_sort(n, bits, clusters, kernel):
 @pytest.mark.parametrize('clusters', [0, 3])
 def test_shared_loop_equals_the_one_query_loop(clusters):
   """knn_shared against knn on the same parts (three shards in one call):
-  the same k best, counts, work and give-ups, with no budget and with one
-  that about half the queries pass; a query that gave up in an earlier
-  call is left alone; the same when a step's pairs go in many rounds."""
+  the same k best, counts, work and give-ups, with no budget, with one
+  that about half the queries pass, and with fractional work weights; a
+  query that gave up in an earlier call keeps what it held; the same when
+  a step's pairs go in many rounds."""
   rng = np.random.default_rng(7 + clusters)
   n, bits = 5000, 64
   db = codes(n, bits, clusters, rng)
@@ -147,20 +148,25 @@ def test_shared_loop_equals_the_one_query_loop(clusters):
   qw = mih._word_layout(q, parts[0].words.dtype)  # pylint: disable=protected-access
   keys = mih._query_keys(q, parts[0].tables)  # pylint: disable=protected-access
   lengths = np.asarray(parts[0].tables.lengths, np.int64)
-  def run(loop, k, budget):
+  held = np.array([7, 9])
+
+  def run(loop, k, budget, step=2, probe=41):
     best = np.full((len(q), k), -1, np.int64)
     count = np.zeros(len(q), np.int64)
     work = np.zeros(len(q), np.int64)
     gave_up = np.zeros(len(q), bool)
-    gave_up[5] = True                    # gave up in an earlier call
-    loop(qw, keys, lengths, *lists, n, k, budget, 2, 41, best, count, work,
-         gave_up)
+    gave_up[5], work[5] = True, 3        # gave up in an earlier call
+    count[5] = min(k, 2)
+    best[5, :count[5]] = held[:count[5]]
+    loop(qw, keys, lengths, *lists, n, k, budget, step, probe, best, count,
+         work, gave_up)
     return best, count, work, gave_up
 
   for k in (1, 10, 100):
     free = run(mih_numba.knn, k, np.inf)
     best, count, work, gave_up = free
-    assert work[5] == 0 and gave_up[5] and count[5] == 0
+    assert work[5] == 3 and gave_up[5] and count[5] == min(k, 2)
+    np.testing.assert_array_equal(best[5, :count[5]], held[:count[5]])
     assert not gave_up[np.arange(len(q)) != 5].any()
     want_d, want_i = reference(q, db, k)
     np.testing.assert_array_equal(best[6:] // n, want_d[6:])
@@ -168,10 +174,16 @@ def test_shared_loop_equals_the_one_query_loop(clusters):
     budget = float(np.median(work))      # about half the queries give up
     bound = run(mih_numba.knn, k, budget)
     assert 10 < bound[3].sum() < len(q) - 10
-    for want, loop_budget in ((free, np.inf), (bound, budget)):
+    weights = dict(step=0.5, probe=0.25)
+    light = float(np.median(run(mih_numba.knn, k, np.inf, **weights)[2]))
+    fractional = run(mih_numba.knn, k, light, **weights)
+    assert 10 < fractional[3].sum() < len(q) - 10
+    for want, loop_budget, kw in ((free, np.inf, {}), (bound, budget, {}),
+                                  (fractional, light, weights)):
       for max_pairs in (mih_numba.PAIRS, 50):    # one round; many
         got = run(functools.partial(mih_numba.knn_shared,
-                                    max_pairs=max_pairs), k, loop_budget)
+                                    max_pairs=max_pairs), k, loop_budget,
+                  **kw)
         for a, b in zip(want, got):
           np.testing.assert_array_equal(a, b)
 

@@ -348,13 +348,14 @@ if AVAILABLE:
 
   @numba.njit(nogil=True, cache=True)
   def _step_pairs(i, q_keys, j, s, length, offsets, m, num_parts, q_bits,
-                  budget, step_work, probe_work, active, work_out,
-                  gave_up_out, masks, pairs, n_pairs):
+                  budget, step_work, probe_work, active, spent, gave_up_out,
+                  masks, first, last, pairs, n_pairs):
     """Appends to pairs[n_pairs:] query i's (part, bucket, query) keys of
-    probe step (s, j), for its non-empty buckets, charging its work as
-    `knn` does (a query past the budget gives up and leaves the step).
-    Returns (pairs, n_pairs); pairs is a new, larger array when it filled."""
-    work = work_out[i] + step_work * num_parts
+    probe step (s, j), for its non-empty buckets, charging its work to
+    spent[i] as `knn` does (a query past the budget gives up and leaves
+    the step). Returns (pairs, n_pairs); pairs is a new, larger array when
+    it filled."""
+    work = spent[i] + step_work * num_parts
     limit = np.int64(1) << length
     mask = (np.int64(1) << s) - 1
     if work > budget:
@@ -363,12 +364,10 @@ if AVAILABLE:
     while mask < limit:
       n_masks, mask = _next_masks(q_keys[i, j], mask, s, limit, masks)
       for p in range(num_parts):
-        off = offsets[p * m + j]
-        work += n_masks * probe_work
+        work += _bounds(offsets[p * m + j], masks, n_masks, first, last,
+                        probe_work)
         for t in range(n_masks):
-          size = off[masks[t] + 1] - off[masks[t]]
-          if size:
-            work += size
+          if last[t] > first[t]:
             if n_pairs == pairs.shape[0]:
               grown = np.empty(2 * n_pairs, np.int64)
               grown[:n_pairs] = pairs
@@ -379,7 +378,7 @@ if AVAILABLE:
       if work > budget:
         gave_up_out[i] = True
         break
-    work_out[i] = work
+    spent[i] = work
     if gave_up_out[i]:
       active[i] = False
     return pairs, n_pairs
@@ -438,9 +437,13 @@ if AVAILABLE:
     todo = np.empty(4096, np.int64)    # the same, grouped by bucket
     hist = np.empty((1 << SORT_BITS) + 1, np.int64)
     active = np.empty(num_q, np.bool_)
+    entered = np.empty(num_q, np.bool_)   # had not given up before
+    spent = np.empty(num_q, np.float64)   # work, as knn's (maybe float)
     left = 0
     for i in range(num_q):
       active[i] = not gave_up_out[i]
+      entered[i] = active[i]
+      spent[i] = work_out[i]
       left += active[i]
     for s in range(lengths.max() + 1):
       for j in range(m):
@@ -455,8 +458,8 @@ if AVAILABLE:
             if active[i]:
               pairs, n_pairs = _step_pairs(
                   i, q_keys, j, s, length, offsets, m, num_parts, q_bits,
-                  budget, step_work, probe_work, active, work_out,
-                  gave_up_out, masks, pairs, n_pairs)
+                  budget, step_work, probe_work, active, spent, gave_up_out,
+                  masks, first, last, pairs, n_pairs)
             i += 1
           todo = _by_bucket(pairs, n_pairs, length + p_bits, q_bits, todo,
                             hist)
@@ -491,10 +494,12 @@ if AVAILABLE:
       if left == 0:
         break
     for i in range(num_q):
-      if gave_up_out[i]:
-        count_out[i] = 0
-      for t in range(count_out[i], k):
-        best_out[i, t] = -1
+      if entered[i]:
+        work_out[i] = spent[i]
+        if gave_up_out[i]:
+          count_out[i] = 0
+        for t in range(count_out[i], k):
+          best_out[i, t] = -1
 
   @numba.njit(nogil=True, cache=True)
   def _radius_verify(codes, rows, first, last, n_buckets, q, r, base, total,
