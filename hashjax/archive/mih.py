@@ -678,6 +678,12 @@ def _release_level():
   return max(RESIDENT_BUDGET, _after_release + RELEASE_STEP)
 
 
+def _past_budget(tables):
+  """Whether these tables together pass RESIDENT_BUDGET: searched as
+  parts, their pages are then dropped between calls and read again."""
+  return sum(t.nbytes for t in tables) >= RESIDENT_BUDGET
+
+
 def _release_all(parts):
   global _after_release
   for p in parts:
@@ -787,7 +793,7 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     pieces = _threads_for(len(q))
     knn = mih_numba.knn
     if (len(q) >= SHARED_QUERIES * pieces and
-        sum(p.tables.nbytes for p in parts) < RESIDENT_BUDGET):
+        not _past_budget(p.tables for p in parts)):
       knn = mih_numba.knn_shared
     for part in parts:
 
@@ -927,8 +933,8 @@ def search_auto(q_packed, parts, k, bits, *, cost_ratio=None,
   budget = total / cost_ratio          # per MIH query, in units of work
   # Past the memory budget every call reads the tables' pages again: a
   # small call costs nearly what a large one does, so go all in sooner.
-  judge_after = 0 if (len(parts) > 1 and sum(
-      p[1].nbytes for p in parts) >= RESIDENT_BUDGET) else first_batch
+  judge_after = 0 if (len(parts) > 1 and _past_budget(
+      p[1] for p in parts)) else first_batch
 
   def per_query(way):
     s, n = spent[way]

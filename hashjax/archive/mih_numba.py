@@ -347,6 +347,14 @@ if AVAILABLE:
         best[t] = -1
 
   @numba.njit(nogil=True, cache=True)
+  def _bits(n):
+    """The fewest bits b with 2^b >= n."""
+    b = 0
+    while (np.int64(1) << b) < n:
+      b += 1
+    return b
+
+  @numba.njit(nogil=True, cache=True)
   def _step_pairs(i, q_keys, j, s, length, offsets, m, num_parts, q_bits,
                   budget, step_work, probe_work, active, spent, gave_up_out,
                   masks, first, last, pairs, n_pairs):
@@ -390,9 +398,7 @@ if AVAILABLE:
     array when too small) on about as many bins as pairs, at most
     2^SORT_BITS, so buckets near each other share a bin, in query order.
     Returns todo."""
-    sort_bits = 1
-    while sort_bits < SORT_BITS and (np.int64(1) << sort_bits) < n_pairs:
-      sort_bits += 1
+    sort_bits = min(SORT_BITS, max(1, _bits(n_pairs)))
     shift = max(0, top - sort_bits)
     if todo.shape[0] < n_pairs:
       todo = np.empty(pairs.shape[0], np.int64)
@@ -426,12 +432,8 @@ if AVAILABLE:
     m = lengths.shape[0]
     num_parts = part_offsets.shape[0]
     masks, first, last, who, sink, dist = _buffers(codes)
-    q_bits = 1
-    while (np.int64(1) << q_bits) < num_q:
-      q_bits += 1
-    p_bits = 0
-    while (np.int64(1) << p_bits) < num_parts:
-      p_bits += 1
+    q_bits = max(1, _bits(num_q))
+    p_bits = _bits(num_parts)
     q_mask = (np.int64(1) << q_bits) - 1
     pairs = np.empty(4096, np.int64)   # (part, bucket, query), packed
     todo = np.empty(4096, np.int64)    # the same, grouped by bucket
