@@ -118,6 +118,18 @@ def best_of(n, fn, *args, **kwargs):
   return runs[-1][0], min(t for _, t in runs)
 
 
+def best_of_each(n, fns):
+  """{name: (output, least seconds)} of n rounds, each round one call of
+  every fn in turn: the machine is shared, so a slow spell slows every
+  way alike instead of deciding one way's time (a ratio of two ways
+  timed one after the other moved by up to 1.5x between runs here)."""
+  runs = {name: [] for name in fns}
+  for _ in range(n):
+    for name, fn in fns.items():
+      runs[name].append(timed(fn))
+  return {name: (r[-1][0], min(t for _, t in r)) for name, r in runs.items()}
+
+
 def rss():
   with open('/proc/self/statm') as f:
     return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')

@@ -2,15 +2,17 @@
 
   python bench/archive_auto.py [--n=10000000] [--bits=64] [--k=1,10,100]
                                [--codes=random,clustered] [--queries=100]
-                               [--radius=R,...] [--trace]
+                               [--radius=R,...] [--trace] [--rounds=3]
                                [--flat_batches=1,2,4,8,16,64]
 
 Codes from bench/archive.py's generator (7 centres, 10 % of bits flipped,
 or uniformly random); MIH tables with m chosen from the codes as the search
 command chooses it (mih.choose_m_for). For each k, exact.nearest_codes
 with 'flat', 'mih' and 'auto' (what the search command runs), each run
-once untimed first, then best of 3; prints a markdown row per cell with
-queries/s, auto / MIH, auto / flat, and whether the three answers are
+once untimed first, then --rounds rounds (default 3) of the three in
+turn, best of each (so a slow spell of the shared machine slows all
+three, not one); prints a markdown row per cell with
+queries/s, MIH / flat, auto / MIH, auto / flat, and whether the three answers are
 equal. --radius adds a row per radius R (exact.within_codes: every code
 within R) after the k rows; --k= (empty) leaves the k rows out. --trace
 prints, under each k row, the calls one more auto run made (MIH: queries,
@@ -38,15 +40,16 @@ def main():
   archive.add_cell_args(p, queries=100)
   p.add_argument('--radius', default='')
   p.add_argument('--trace', action='store_true')
+  p.add_argument('--rounds', type=int, default=3)
   p.add_argument('--flat_batches', default='')
   a = p.parse_args()
   n, bits = int(a.n), a.bits
   flat_k = _ints(a.k or '10')[0]   # --flat_batches's k
   print(f'N = {n:,}, {bits} bits, {a.queries} queries, {os.cpu_count()} '
         f'cores; hashjax from {os.path.dirname(mih.__file__)}\n')
-  print('| codes | m | k | flat q/s | MIH q/s | auto q/s | auto / MIH | '
-        'auto / flat | same |')
-  print('|---|---:|---:|---:|---:|---:|---:|---:|---|')
+  print('| codes | m | k | flat q/s | MIH q/s | auto q/s | MIH / flat | '
+        'auto / MIH | auto / flat | same |')
+  print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---|')
   for kind in a.codes.split(','):
     db, q = archive.chunked_codes(kind, n, a.queries, bits,
                                   np.random.default_rng(n + bits))
@@ -61,17 +64,20 @@ def main():
     cells = [(k, exact.nearest_codes) for k in _ints(a.k)]
     cells += [(r, exact.within_codes) for r in _ints(a.radius)]
     for k, search in cells:
-      rate, out = {}, {}
-      for name in ('flat', 'mih', 'auto'):
-        run = lambda name=name, k=k, search=search: search(  # pylint: disable=g-long-lambda
-            db, bits, lambda: parts, q, k, name)
-        out[name] = run()
-        rate[name] = a.queries / archive.best_of(3, run)[1]
+      runs = {name: lambda name=name, k=k, search=search: search(  # pylint: disable=g-long-lambda
+          db, bits, lambda: parts, q, k, name) for name in ('flat', 'mih',
+                                                            'auto')}
+      for run in runs.values():
+        run()
+      timed = archive.best_of_each(a.rounds, runs)
+      out = {name: got for name, (got, _) in timed.items()}
+      rate = {name: a.queries / t for name, (_, t) in timed.items()}
       same = all(np.array_equal(x, y) for name in ('mih', 'auto')
                  for x, y in zip(_arrays(out['flat']), _arrays(out[name])))
       k = k if search is exact.nearest_codes else f'r = {k}'
       print(f'| {kind} | {m} | {k} | {rate["flat"]:,.0f} | '
             f'{rate["mih"]:,.0f} | {rate["auto"]:,.0f} | '
+            f'{rate["mih"] / rate["flat"]:.2f}x | '
             f'{rate["auto"] / rate["mih"]:.2f}x | '
             f'{rate["auto"] / rate["flat"]:.2f}x | {same} |', flush=True)
       if a.trace and search is exact.nearest_codes:

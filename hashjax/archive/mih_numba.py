@@ -141,9 +141,15 @@ if AVAILABLE:
   def _touch(flat, width, first, last, n_buckets, sink):
     """Reads the first TOUCH codes of each bucket (a line in 8) in a tight
     loop of independent loads, so their cache misses overlap; `sink`, a
-    scratch word, keeps the loads from being optimised away."""
+    scratch word, keeps the loads from being optimised away. A bucket
+    that repeats the one before (in the shared loop, the next query on
+    the same bucket) is in cache already and is not read again."""
     touch = flat.dtype.type(0)
+    prev = np.int64(-1)
     for t in range(n_buckets):
+      if first[t] == prev:
+        continue
+      prev = first[t]
       for u in range(first[t], min(last[t], first[t] + TOUCH), 8):
         touch ^= flat[u * width]
     sink[0] ^= touch
