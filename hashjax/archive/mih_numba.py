@@ -37,6 +37,7 @@ import numpy as np
 try:
   import numba  # pylint: disable=g-import-not-at-top
   from numba.extending import intrinsic  # pylint: disable=g-import-not-at-top
+  from llvmlite import ir  # pylint: disable=g-import-not-at-top
 except ImportError:  # the `fast` extra is not installed
   numba = None
 
@@ -67,6 +68,17 @@ if AVAILABLE:
     def codegen(context, builder, signature, args):
       del context, signature
       return builder.ctpop(args[0])
+
+    return sig, codegen
+
+  @intrinsic
+  def _ctz(typingctx, x):  # pylint: disable=unused-argument
+    """LLVM's count of trailing zeros (one TZCNT on x86-64); x != 0."""
+    sig = x(x)
+
+    def codegen(context, builder, signature, args):
+      del context, signature
+      return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
 
     return sig, codegen
 
@@ -213,11 +225,10 @@ if AVAILABLE:
           continue
         if count < k:
           walk = True
-        else:
-          bound = best[k - 1] // total
+        else:   # the k-th best's distance, without a division a pair
           near = _nearest(flat[lo * width:hi * width], width, q)
-          walk = near < bound or (near == bound and
-                                  base + rows[lo] < best[k - 1] % total)
+          above = best[k - 1] - near * total
+          walk = above >= total or (above >= 0 and base + rows[lo] < above)
         if walk:
           _distances(flat[lo * width:hi * width], width, q, dist)
           bound = (np.int64(1) << 62) if count < k else best[k - 1] // total
@@ -246,7 +257,7 @@ if AVAILABLE:
       else:
         low = mask & -mask
         ripple = mask + low
-        mask = (((ripple ^ mask) >> 2) // low) | ripple
+        mask = (((ripple ^ mask) >> 2) >> _ctz(low)) | ripple
     return n_masks, mask
 
   @numba.njit(nogil=True, cache=True)
