@@ -126,10 +126,12 @@ MIN_QUERIES_PER_THREAD = 16
 # (mih_numba.knn_shared: each step's buckets verified in bucket order for
 # every query that probes them), fewer one query after another
 # (mih_numba.knn), and so do tables past RESIDENT_BUDGET, read from disk
-# (at 10^8 codes the shared loop was no faster). bench/mih_shared.py: on
-# one core at 10^7 codes, 96-100 queries a call ran 1.10-1.52x faster in
-# step on random codes and 1.00-1.11x on clustered ones (docs/benchmarks.md).
-SHARED_QUERIES = 96
+# (at 10^8 codes the shared loop was no faster). bench/mih_shared.py, one
+# core, 10^7 codes, twice: calls of 64 queries ran 1.04-1.30x faster in
+# step on random codes and 0.91-1.03x on clustered ones; 96-100 queries
+# 1.10-1.52x and 1.00-1.11x. From 64, auto's last batch of a 200-query
+# call (90 a thread) runs in step too (docs/benchmarks.md).
+SHARED_QUERIES = 64
 # search_auto sends all its remaining queries to MIH at once when MIH has
 # cost less than 1 / AUTO_ALL_IN of the flat scan per query so far (after
 # its first two batches; after the first where the tables exceed
