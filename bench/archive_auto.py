@@ -11,10 +11,10 @@ command chooses it (mih.choose_m_for). For each k, exact.nearest_codes
 with 'flat', 'mih' and 'auto' (what the search command runs), each run
 once untimed first, then --rounds rounds (default 3) of the three in
 turn, best of each (so a slow spell of the shared machine slows all
-three, not one); prints a markdown row per cell with
-queries/s, MIH / flat, auto / MIH, auto / flat, and whether the three answers are
-equal. --radius adds a row per radius R (exact.within_codes: every code
-within R) after the k rows; --k= (empty) leaves the k rows out. --trace
+three, not one); prints a markdown row per cell with queries/s, MIH /
+flat, auto / MIH, auto / flat, and whether the three answers are equal.
+--radius adds a row per radius R (exact.within_codes: every code within
+R) after the k rows; --k= (empty) leaves the k rows out. --trace
 prints, under each k row, the calls one more auto run made (MIH: queries,
 how many gave up, ms; flat: queries, ms). --flat_batches prints the flat
 scan's ms per query for calls of those many queries (k = the first --k),
@@ -69,9 +69,9 @@ def main():
                                                             'auto')}
       for run in runs.values():
         run()
-      timed = archive.best_of_each(a.rounds, runs)
-      out = {name: got for name, (got, _) in timed.items()}
-      rate = {name: a.queries / t for name, (_, t) in timed.items()}
+      best = archive.best_of_each(a.rounds, runs)
+      out = {name: got for name, (got, _) in best.items()}
+      rate = {name: a.queries / t for name, (_, t) in best.items()}
       same = all(np.array_equal(x, y) for name in ('mih', 'auto')
                  for x, y in zip(_arrays(out['flat']), _arrays(out[name])))
       k = k if search is exact.nearest_codes else f'r = {k}'
