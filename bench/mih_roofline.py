@@ -13,8 +13,8 @@ MIH search can read fewer buckets. Over exactly those buckets, per query
 (best of 3):
 
   probe  the buckets' bounds only (the offsets read);
-  read   + every code of those buckets read once (mih_numba._touch over
-         whole buckets): the memory MIH cannot avoid;
+  read   + every code of those buckets read once (`touch`: a load per
+         cache line): the memory MIH cannot avoid;
   count  + every code's distance compared with d (mih_numba._nearest, a
          bucket's least distance): the least verification there is;
   mih    mih_numba.knn, the search itself (its first buckets are verified
@@ -42,6 +42,20 @@ from hashjax.archive import mih  # pylint: disable=g-import-not-at-top,wrong-imp
 from hashjax.archive import mih_numba  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hashjax.archive import topk  # pylint: disable=g-import-not-at-top,wrong-import-position
 import archive  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@numba.njit(nogil=True)
+def touch(flat, width, first, last, n_buckets, sink):
+  """Reads codes [first[t], last[t]) of `flat` (`width` words a code) for
+  each bucket t, a load per cache line, in a tight loop of independent
+  loads (so that their misses overlap); `sink`, a scratch word, keeps the
+  loads from being optimised away."""
+  x = flat.dtype.type(0)
+  step = 64 // flat.itemsize
+  for t in range(n_buckets):
+    for u in range(first[t] * width, last[t] * width, step):
+      x ^= flat[u]
+  sink[0] ^= x
 
 
 @numba.njit(nogil=True)
@@ -80,7 +94,7 @@ def certified_buckets(q_words, q_keys, lengths, offsets, codes, d_k, mode,
                                        last, 0)
           buckets += n_masks
           if mode >= 1:
-            mih_numba._touch(flat, width, first, last, n_masks, sink)
+            touch(flat, width, first, last, n_masks, sink)
           if mode >= 2:
             for t in range(n_masks):
               near = mih_numba._nearest(flat[first[t] * width:
@@ -94,7 +108,7 @@ def certified_buckets(q_words, q_keys, lengths, offsets, codes, d_k, mode,
 @numba.njit(nogil=True)
 def read_runs(flat, words, starts):
   """Reads `words[i]` contiguous words of `flat` from starts[i], for each
-  i (xor of every 8th word: one load per cache line, as _touch)."""
+  i (xor of every 8th word: one load per cache line, as `touch`)."""
   x = flat.dtype.type(0)
   for i in range(starts.shape[0]):
     for u in range(starts[i], starts[i] + words[i], 8):

@@ -15,7 +15,9 @@ row table, and touching the runs of 512 buckets before scanning them (so
 their cache misses overlap) made the loop 1.5-5x faster at 10^7 codes.
 Checking a block of a bucket's codes against the k-th best distance in a
 loop the compiler vectorises (now `_nearest`), and walking only the blocks
-that hold a code that can enter, made it 1.2-3.4x faster again
+that hold a code that can enter, made it 1.2-3.4x faster again.
+Prefetching the bucket 16 places ahead while one is verified, instead of
+touching the runs first, made it 1.1-1.8x faster on random codes
 (docs/benchmarks.md). The results are the same integers as the NumPy path
 (tests/mih_test.py runs both against the flat scan).
 
@@ -38,6 +40,7 @@ try:
   import numba  # pylint: disable=g-import-not-at-top
   from numba.extending import intrinsic  # pylint: disable=g-import-not-at-top
   from llvmlite import ir  # pylint: disable=g-import-not-at-top
+  from numba.core import cgutils  # pylint: disable=g-import-not-at-top
 except ImportError:  # the `fast` extra is not installed
   numba = None
 
@@ -47,10 +50,13 @@ AVAILABLE = numba is not None
 # vectorised loop (`_nearest`).
 SMALL = 16
 BLOCK = 256
-# Codes of each probed bucket touched before the buckets are scanned (a
-# whole bucket up to this size: bench/mih_m.py at 10^7 random codes, m = 4,
-# buckets of ~150 codes: 1.2-1.3x over touching 32).
+# While a bucket is verified, the first TOUCH codes of the bucket AHEAD
+# places later are prefetched, so that its cache misses overlap the work
+# (a whole bucket up to this size: bench/mih_m.py at 10^7 random codes,
+# m = 4, buckets of ~150 codes: 1.2-1.3x over 32; AHEAD = 16 buckets:
+# docs/benchmarks.md).
 TOUCH = 512
+AHEAD = 16
 # Masks (and buckets) a probe step handles at a time.
 CHUNK = 512
 # knn_shared groups a step's (bucket, query) pairs by at most the top
@@ -81,6 +87,39 @@ if AVAILABLE:
       return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
 
     return sig, codegen
+
+  @intrinsic
+  def _prefetch(typingctx, array, index):  # pylint: disable=unused-argument
+    """LLVM's prefetch of array[index]'s cache line (PREFETCHT0): nothing
+    waits for it, and an index past the array does not fault."""
+    sig = numba.types.void(array, index)
+
+    def codegen(context, builder, signature, args):
+      arytype = signature.args[0]
+      ary = context.make_array(arytype)(context, builder, args[0])
+      ptr = cgutils.get_item_pointer(context, builder, arytype, ary,
+                                     [args[1]], wraparound=False)
+      i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+      fn = cgutils.get_or_insert_function(
+          builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+          'llvm.prefetch.p0')
+      # A read, kept in every cache level, of data.
+      builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+      return context.get_dummy_value()
+
+    return sig, codegen
+
+  @numba.njit(nogil=True, cache=True)
+  def _fetch(flat, width, first, last, t):
+    """Prefetches the first TOUCH codes of bucket t, [first[t], last[t])
+    of `flat` (`width` words a code), unless it is the bucket before it
+    again (in the shared loop, the next query on the same bucket)."""
+    if t > 0 and first[t] == first[t - 1]:
+      return
+    step = 64 // flat.itemsize      # a cache line
+    for u in range(first[t] * width,
+                   min(last[t], first[t] + TOUCH) * width, step):
+      _prefetch(flat, u)
 
   @numba.njit(nogil=True, cache=True)
   def _insert(best, count, k, key):
@@ -150,23 +189,6 @@ if AVAILABLE:
         dist[u] = d
 
   @numba.njit(nogil=True, cache=True)
-  def _touch(flat, width, first, last, n_buckets, sink):
-    """Reads the first TOUCH codes of each bucket (a line in 8) in a tight
-    loop of independent loads, so their cache misses overlap; `sink`, a
-    scratch word, keeps the loads from being optimised away. A bucket
-    that repeats the one before (in the shared loop, the next query on
-    the same bucket) is in cache already and is not read again."""
-    touch = flat.dtype.type(0)
-    prev = np.int64(-1)
-    for t in range(n_buckets):
-      if first[t] == prev:
-        continue
-      prev = first[t]
-      for u in range(first[t], min(last[t], first[t] + TOUCH), 8):
-        touch ^= flat[u * width]
-    sink[0] ^= touch
-
-  @numba.njit(nogil=True, cache=True)
   def _distance(flat, width, u, q):
     """The distance to q of code u of `flat` (1-D, `width` words a code)."""
     d = np.int64(0)
@@ -176,15 +198,15 @@ if AVAILABLE:
 
   @numba.njit(nogil=True, cache=True)
   def _scan(codes, rows, first, last, n_buckets, who, q_words, base, total,
-            k, best_out, count_out, sink, dist):
+            k, best_out, count_out, dist):
     """Verifies the buckets [first[t], last[t]) of one table, bucket t for
     query who[t] (none where it is negative): their codes are contiguous in
     `codes` (bucket order). A candidate's row is read only when its
     distance could enter the query's k best, best_out[i][:count_out[i]].
 
-    The buckets' first TOUCH codes are read first (`_touch`), so their
-    cache misses overlap. A bucket of fewer
-    than SMALL codes is then verified code by code. A larger one goes in
+    Bucket t + AHEAD is prefetched while bucket t is verified (`_fetch`),
+    so that their cache misses overlap the work. A bucket of fewer
+    than SMALL codes is verified code by code. A larger one goes in
     blocks of BLOCK codes: `_nearest` finds the block's least distance, in
     a vectorised loop; only a block holding a code that can enter the k
     best (nearer than the k-th best, or as near) gets its distances
@@ -194,12 +216,15 @@ if AVAILABLE:
     pass only if its first row is below the k-th best's."""
     width = q_words.shape[1]
     flat = codes.reshape(-1)
-    _touch(flat, width, first, last, n_buckets, sink)
+    for t in range(min(AHEAD, n_buckets)):
+      _fetch(flat, width, first, last, t)
     i = np.int64(-1)           # the query whose state is loaded
     q = q_words[0]
     best = best_out[0]
     count = np.int64(0)
     for t in range(n_buckets):
+      if t + AHEAD < n_buckets:
+        _fetch(flat, width, first, last, t + AHEAD)
       if who[t] != i:
         if i >= 0:
           count_out[i] = count
@@ -274,12 +299,12 @@ if AVAILABLE:
     return work
 
   @numba.njit(nogil=True, cache=True)
-  def _buffers(codes):
+  def _buffers():
     """The loops' scratch arrays: a chunk of CHUNK masks, their buckets'
-    bounds and queries, a word for `_touch`, a block's distances."""
+    bounds and queries, a block's distances."""
     return (np.empty(CHUNK, np.int64), np.empty(CHUNK, np.int64),
             np.empty(CHUNK, np.int64), np.empty(CHUNK, np.int64),
-            np.zeros(1, codes[0].dtype), np.empty(BLOCK, np.int64))
+            np.empty(BLOCK, np.int64))
 
   @numba.njit(nogil=True, cache=True)
   def knn(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
@@ -318,7 +343,7 @@ if AVAILABLE:
     m = lengths.shape[0]
     num_parts = part_offsets.shape[0]
     max_len = lengths.max()
-    masks, first, last, who, sink, dist = _buffers(codes)
+    masks, first, last, who, dist = _buffers()
     for i in range(num_q):
       if gave_up_out[i]:
         continue
@@ -346,7 +371,7 @@ if AVAILABLE:
                               last, probe_work)
               _scan(codes[p * m + j], rows[p * m + j], first, last, n_masks,
                     who, q_words, part_offsets[p], total, k, best_out,
-                    count_out, sink, dist)
+                    count_out, dist)
             if work > budget:
               gave_up = True
           if gave_up:
@@ -448,7 +473,7 @@ if AVAILABLE:
     num_q = q_words.shape[0]
     m = lengths.shape[0]
     num_parts = part_offsets.shape[0]
-    masks, first, last, who, sink, dist = _buffers(codes)
+    masks, first, last, who, dist = _buffers()
     q_bits = max(1, _bits(num_q))
     p_bits = _bits(num_parts)
     q_mask = (np.int64(1) << q_bits) - 1
@@ -498,7 +523,7 @@ if AVAILABLE:
               who[t] = query if active[query] else -1
             _scan(codes[p * m + j], rows[p * m + j], first, last,
                   end - start, who, q_words, part_offsets[p], total, k,
-                  best_out, count_out, sink, dist)
+                  best_out, count_out, dist)
             start = end
         left = 0
         for i in range(num_q):
@@ -522,16 +547,19 @@ if AVAILABLE:
 
   @numba.njit(nogil=True, cache=True)
   def _radius_verify(codes, rows, first, last, n_buckets, q, r, base, total,
-                     found, n, sink, dist):
+                     found, n, dist):
     """Appends to found[n:] the key distance * total + base + row of every
     code within r in the buckets [first[t], last[t]) of one table (codes
-    in bucket order): their first codes touched together (`_touch`), then
-    each bucket in blocks as in `_scan`. Returns (found, n);
+    in bucket order), each bucket in blocks, the bucket AHEAD places later
+    prefetched meanwhile, as in `_scan`. Returns (found, n);
     found is a new, larger array when it filled."""
     width = q.shape[0]
     flat = codes.reshape(-1)
-    _touch(flat, width, first, last, n_buckets, sink)
+    for t in range(min(AHEAD, n_buckets)):
+      _fetch(flat, width, first, last, t)
     for t in range(n_buckets):
+      if t + AHEAD < n_buckets:
+        _fetch(flat, width, first, last, t + AHEAD)
       lo = first[t]
       while lo < last[t]:
         hi = min(last[t], lo + BLOCK)
@@ -580,7 +608,7 @@ if AVAILABLE:
     m = lengths.shape[0]
     num_parts = part_offsets.shape[0]
     s0, last_j = r // m, r % m
-    masks, first, last, _, sink, dist = _buffers(codes)
+    masks, first, last, _, dist = _buffers()
     found = np.empty(1024, np.int64)
     ends = np.zeros(num_q, np.int64)
     gave_up = np.zeros(num_q, np.bool_)
@@ -619,7 +647,7 @@ if AVAILABLE:
                   continue
                 found, n = _radius_verify(
                     codes[p * m + j], rows[p * m + j], first, last, n_masks,
-                    q, r, part_offsets[p], total, found, n, sink, dist)
+                    q, r, part_offsets[p], total, found, n, dist)
       spent[i] = work
       if gave_up[i]:
         n = start
