@@ -122,6 +122,12 @@ RELEASE_STEP = 1 << 28      # 256 MiB
 # many queries per thread: waking them costs about a query's time on
 # clustered codes (a call of 16 queries ran at 0.8x on two threads).
 MIN_QUERIES_PER_THREAD = 16
+# ... but a k-NN query over resident tables of SPLIT_CODES codes or more
+# costs 0.1-3 ms, so there from MIN_QUERIES_PER_THREAD_LARGE: at 10^7
+# codes auto (its second call is 16 queries) then ran at 0.84-0.98x of
+# MIH, against 0.75-0.96x (bench/archive_auto.py, docs/benchmarks.md).
+SPLIT_CODES = 1 << 22
+MIN_QUERIES_PER_THREAD_LARGE = 4
 # A thread given at least this many queries runs them in step
 # (mih_numba.knn_shared: each step's buckets verified in bucket order for
 # every query that probes them), fewer one query after another
@@ -695,13 +701,14 @@ def _release_all(parts):
   _after_release = resident_bytes()
 
 
-def _threads_for(num_queries, threads=None):
+def _threads_for(num_queries, threads=None,
+                 per_thread=MIN_QUERIES_PER_THREAD):
   """Threads a compiled call splits its queries over: `threads` if given
   (at most one a query, at most every thread), else every thread once
-  each gets MIN_QUERIES_PER_THREAD queries, else one."""
+  each gets `per_thread` queries, else one."""
   if threads:
     return max(1, min(int(threads), num_queries, workers.threads()))
-  if num_queries >= MIN_QUERIES_PER_THREAD * workers.threads():
+  if num_queries >= per_thread * workers.threads():
     return workers.threads()
   return 1
 
@@ -794,10 +801,12 @@ def search(q_packed, parts, k, bits, *, max_candidates=None, stats=None):
     count = np.zeros(len(q), np.int64)
     qw = _word_layout(q, parts[0].words.dtype)
     lengths = np.asarray(parts[0].tables.lengths, np.int64)
-    pieces = _threads_for(len(q))
+    resident = not _past_budget(p.tables for p in parts)
+    pieces = _threads_for(len(q), per_thread=(
+        MIN_QUERIES_PER_THREAD_LARGE if resident and total >= SPLIT_CODES
+        else MIN_QUERIES_PER_THREAD))
     knn = mih_numba.knn
-    if (len(q) >= SHARED_QUERIES * pieces and
-        not _past_budget(p.tables for p in parts)):
+    if len(q) >= SHARED_QUERIES * pieces and resident:
       knn = mih_numba.knn_shared
     for part in parts:
 
