@@ -203,6 +203,31 @@ def test_shards_of_one_code_and_mixed_layouts(kernel):
     mih.search(q, mixed, 5, 64)
 
 
+def test_small_calls_split_over_threads_only_on_large_resident_tables(
+    monkeypatch):
+  """A k-NN call of 8 queries on 2 threads runs on one below SPLIT_CODES
+  codes and past the memory budget, on both from SPLIT_CODES codes (4 a
+  thread); the answers are the same."""
+  if not mih_numba.AVAILABLE:
+    pytest.skip('numba is not installed (the `fast` extra)')
+  monkeypatch.setattr(mih, '_COMPILED', True)
+  monkeypatch.setattr(mih.workers, 'threads', lambda: 2)
+  rng = np.random.default_rng(3)
+  db = codes(2000, 64, 0, rng)
+  q = queries(db, 64, rng, 2)                   # 4 + 2 + 2 = 8 queries
+  parts = shards(db, 64, [900], m=4)
+  want_d, want_i = reference(q, db, 10)
+  for split_codes, budget, threads in ((10**9, 1 << 40, 1),
+                                       (2000, 1 << 40, 2), (2000, 0, 1)):
+    monkeypatch.setattr(mih, 'SPLIT_CODES', split_codes)
+    monkeypatch.setattr(mih, 'RESIDENT_BUDGET', budget)
+    stats = {}
+    d, i, _ = mih.search(q, parts, 10, 64, stats=stats)
+    assert stats['threads'] == threads, (split_codes, budget)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(i, want_i)
+
+
 def test_budget_gives_up_and_auto_stays_exact(monkeypatch, kernel):
   del kernel
   for name in ('STEP_WORK', 'STEP_WORK_COMPILED'):
