@@ -2,6 +2,7 @@
 
   python bench/mih_roofline.py [--n=10000000] [--bits=64] [--k=1,10,100]
                                [--codes=random,clustered] [--queries=200]
+                               [--batch=100]
 
 Everything runs on one CPU core (the process is pinned to one), so the
 flat scan and MIH compare per core. For random and clustered codes
@@ -24,14 +25,22 @@ MIH search can read fewer buckets. Over exactly those buckets, per query
          against a looser bound than d);
   seq    as many bytes as `read` read in one contiguous run of the
          database (memory speed without the buckets' random starts);
+  step   the same buckets the way the shared loop takes them, in calls
+         of --batch queries (100: a call of 200 on two threads): each
+         probe step's (bucket, query) pairs made and grouped by bucket
+         (mih_numba._step_pairs, _by_bucket), then each pair's least
+         distance counted in that order, prefetched as `count`: the
+         least the shared loop does for these queries;
+  shared mih_numba.knn_shared, the search in calls of --batch queries;
   flat   the compiled flat scan (topk.search), per query.
 
 The ceilings flat / read and flat / count bound MIH / flat on this
 machine for a loop that reads each query's buckets for that query alone
 (mih_numba.knn): it cannot beat the flat scan by more than flat / read,
-however its verification is written. (The shared loop of a large call,
-mih_numba.knn_shared, reads a bucket once for all the queries that probe
-it, and is not bound by them.) Printed beside the measured flat / mih.
+however its verification is written. The shared loop of a call of many
+queries (mih.search's choice from SHARED_QUERIES a thread) reads a bucket
+once for all the queries of the call that probe it: its ceiling is
+flat / step. Printed beside the measured flat / mih and flat / shared.
 """
 import argparse
 import os
@@ -136,6 +145,64 @@ def certified_buckets(q_words, q_keys, lengths, offsets, codes, d_k, mode,
 
 
 @numba.njit(nogil=True)
+def certified_pairs(q_words, q_keys, lengths, offsets, codes, d_k):
+  """`certified_buckets`' buckets for the queries of one call, taken as
+  mih_numba.knn_shared takes them: each probe step (radius r, substring
+  j) makes the (bucket, query) pairs of the queries it certifies, groups
+  them by bucket, and counts each pair's least distance against d_k[i]
+  in that order, the pair AHEAD places later prefetched (a repeated
+  bucket once). Returns a checksum."""
+  m = lengths.shape[0]
+  num_q = q_words.shape[0]
+  width = q_words.shape[1]
+  masks, first, last, who, _ = mih_numba._buffers()  # pylint: disable=protected-access
+  q_bits = max(1, mih_numba._bits(num_q))  # pylint: disable=protected-access
+  q_mask = (np.int64(1) << q_bits) - 1
+  pairs = np.empty(4096, np.int64)
+  todo = np.empty(4096, np.int64)
+  hist = np.empty((1 << mih_numba.SORT_BITS) + 1, np.int64)
+  active = np.ones(num_q, np.bool_)
+  spent = np.zeros(num_q, np.float64)
+  gave_up = np.zeros(num_q, np.bool_)
+  check = np.int64(0)
+  for r in range(d_k.max() // m + 1):
+    for j in range(m):
+      length = lengths[j]
+      if r > length:
+        continue
+      b_mask = (np.int64(1) << length) - 1
+      n_pairs = 0
+      for i in range(num_q):
+        s, j_stop = divmod(d_k[i], m)
+        if r < s or (r == s and j <= j_stop):
+          pairs, n_pairs = mih_numba._step_pairs(  # pylint: disable=protected-access
+              i, q_keys, j, r, length, offsets, m, 1, q_bits, np.inf, 0.0,
+              1.0, active, spent, gave_up, masks, first, last, pairs,
+              n_pairs)
+      todo = mih_numba._by_bucket(pairs, n_pairs, length, q_bits, todo,  # pylint: disable=protected-access
+                                  hist)
+      off = offsets[j]
+      flat = codes[j].reshape(-1)
+      for start in range(0, n_pairs, masks.shape[0]):
+        n = min(n_pairs - start, masks.shape[0])
+        for t in range(n):
+          b = (todo[start + t] >> q_bits) & b_mask
+          first[t] = off[b]
+          last[t] = off[b + 1]
+          who[t] = todo[start + t] & q_mask
+        for t in range(min(AHEAD, n)):
+          mih_numba._fetch(flat, width, first, last, t)  # pylint: disable=protected-access
+        for t in range(n):
+          if t + AHEAD < n:
+            mih_numba._fetch(flat, width, first, last, t + AHEAD)  # pylint: disable=protected-access
+          i = who[t]
+          check += mih_numba._nearest(  # pylint: disable=protected-access
+              flat[first[t] * width:last[t] * width], width,
+              q_words[i]) <= d_k[i]
+  return check
+
+
+@numba.njit(nogil=True)
 def read_runs(flat, words, starts):
   """Reads `words[i]` contiguous words of `flat` from starts[i], for each
   i (xor of every 8th word: one load per cache line, as `touch`)."""
@@ -154,6 +221,7 @@ def best_of(n, fn):
 def main():
   p = argparse.ArgumentParser()
   archive.add_cell_args(p)
+  p.add_argument('--batch', type=int, default=100)
   a = p.parse_args()
   n, bits = int(a.n), a.bits
   print(f'N = {n:,}, {bits} bits, {a.queries} queries, one core '
@@ -161,9 +229,10 @@ def main():
         'buckets and MB per query: those that certify the exact k-th '
         'distance\n')
   print('| codes | m | k | buckets | MB read | probe | read | count | mih | '
-        'seq | flat | flat / read | flat / count | flat / mih |')
+        'seq | step | shared | flat | flat / read | flat / count | '
+        'flat / mih | flat / step | flat / shared |')
   print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
-        '---:|')
+        '---:|---:|---:|---:|---:|')
   for kind in a.codes.split(','):
     db, q = archive.chunked_codes(kind, n, a.queries, bits,
                                   np.random.default_rng(0))
@@ -197,10 +266,31 @@ def main():
                       n, k, np.inf, mih.STEP_WORK_COMPILED,
                       mih.PROBE_WORK_COMPILED, best, count, seen, gave_up)
         return best
-      got = run_mih()
-      if not np.array_equal(got // n, fd):
-        print(f'\n!!!!!!!! MISMATCH: {kind} k={k}\n')
-      times['mih'] = best_of(3, run_mih)
+      def run_shared():
+        best = np.full((len(q), k), -1, np.int64)
+        count = np.zeros(len(q), np.int64)
+        seen = np.zeros(len(q), np.int64)
+        gave_up = np.zeros(len(q), bool)
+        for lo in range(0, len(q), a.batch):
+          hi = lo + a.batch
+          mih_numba.knn_shared(
+              qw[lo:hi], keys[lo:hi], lengths, offsets, rows, codes,
+              part_offsets, n, k, np.inf, mih.STEP_WORK_COMPILED,
+              mih.PROBE_WORK_COMPILED, best[lo:hi], count[lo:hi],
+              seen[lo:hi], gave_up[lo:hi])
+        return best
+
+      def run_step():
+        return sum(certified_pairs(qw[lo:lo + a.batch], keys[lo:lo + a.batch],
+                                   lengths, offsets, codes,
+                                   d_k[lo:lo + a.batch])
+                   for lo in range(0, len(q), a.batch))
+      for name, fn in (('mih', run_mih), ('shared', run_shared)):
+        if not np.array_equal(fn() // n, fd):
+          print(f'\n!!!!!!!! MISMATCH: {name} {kind} k={k}\n')
+        times[name] = best_of(3, fn)
+      certified_pairs(qw[:2], keys[:2], lengths, offsets, codes, d_k[:2])
+      times['step'] = best_of(3, run_step)
       words = totals[:, 1] * width
       rng = np.random.default_rng(1)
       starts = rng.integers(0, max(1, flat_words.size - words.max()),
@@ -212,9 +302,11 @@ def main():
       print(f'| {kind} | {m} | {k} | {totals[:, 0].mean():,.0f} | '
             f'{words.mean() * 8 / 2**20:.2f} | {ms["probe"]:.3f} | '
             f'{ms["read"]:.3f} | {ms["count"]:.3f} | {ms["mih"]:.3f} | '
-            f'{ms["seq"]:.3f} | {ms_flat:.3f} | '
-            f'{ms_flat / ms["read"]:.1f}x | {ms_flat / ms["count"]:.1f}x | '
-            f'**{ms_flat / ms["mih"]:.1f}x** |', flush=True)
+            f'{ms["seq"]:.3f} | {ms["step"]:.3f} | {ms["shared"]:.3f} | '
+            f'{ms_flat:.3f} | {ms_flat / ms["read"]:.1f}x | '
+            f'{ms_flat / ms["count"]:.1f}x | **{ms_flat / ms["mih"]:.1f}x** | '
+            f'{ms_flat / ms["step"]:.1f}x | '
+            f'**{ms_flat / ms["shared"]:.1f}x** |', flush=True)
 
 
 if __name__ == '__main__':
