@@ -2,17 +2,18 @@
 
 `mih.search` in NumPy pays for every probe step in calls (about 20 NumPy
 calls per substring, radius and shard) and for every candidate in gathers
-and set unions. Here one compiled function runs a whole query: it walks the
-radii s = 0, 1, ... and the substrings j exactly as `mih._knn_one` does
-(the same stopping rule, the same work count for the budget), enumerates
-the s-bit XOR masks in place (Gosper's hack) instead of reading cached mask
-arrays, verifies each probed bucket by a popcount over its codes, stored
-contiguously in bucket order (`mih.Tables.codes`), and keeps the k best
-(distance * N + global row) keys in a sorted array, so an item found again
-through another substring is recognised and dropped. Reading a bucket's
-codes as one run, instead of one random row per candidate through the
-row table, and touching the runs of 512 buckets before scanning them (so
-their cache misses overlap) made the loop 1.5-5x faster at 10^7 codes.
+and set unions. Here one compiled loop (`_in_step`) runs whole queries: it
+walks the radii s = 0, 1, ... and the substrings j exactly as
+`mih._knn_one` does (the same stopping rule, the same work count for the
+budget), enumerates the s-bit XOR masks in place (Gosper's hack) instead
+of reading cached mask arrays, verifies each probed bucket by a popcount
+over its codes, stored contiguously in bucket order (`mih.Tables.codes`),
+and keeps the k best (distance * N + global row) keys in a sorted array,
+so an item found again through another substring is recognised and
+dropped. Reading a bucket's codes as one run, instead of one random row
+per candidate through the row table, and touching the runs of 512 buckets
+before scanning them (so their cache misses overlap) made the loop 1.5-5x
+faster at 10^7 codes.
 Checking a block of a bucket's codes against the k-th best distance in a
 loop the compiler vectorises (now `_nearest`), and walking only the blocks
 that hold a code that can enter, made it 1.2-3.4x faster again.
@@ -21,11 +22,13 @@ touching the runs first, made it 1.1-1.8x faster on random codes
 (docs/benchmarks.md). The results are the same integers as the NumPy path
 (tests/mih_test.py runs both against the flat scan).
 
-`knn_shared` runs a batch of queries in step: each probe step's buckets
-are verified in bucket order for every query that probes them, so that a
-bucket several queries probe is read once and the tables are swept in
-order. Same results; faster from about a hundred queries a thread on
-tables held in memory (docs/benchmarks.md).
+`knn` runs the queries one after another through that loop. `knn_shared`
+runs them in step: each probe step's buckets are verified in bucket order
+for every query that probes them, so that a bucket several queries probe
+is read once and the tables are swept in order. Same results; faster from
+about a hundred queries a thread on tables held in memory
+(docs/benchmarks.md). (`knn` had a loop of its own until commit 81069c7;
+the one loop for both was as fast: docs/benchmarks.md.)
 
 `radius` runs the radius search (every code within r) the same way: the
 buckets the pigeonhole bound names, each bucket's codes as one run, a code
@@ -307,86 +310,15 @@ if AVAILABLE:
             np.empty(BLOCK, np.int64))
 
   @numba.njit(nogil=True, cache=True)
-  def knn(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
-          total, k, budget, step_work, probe_work, best_out, count_out,
-          work_out, gave_up_out):
-    """k nearest of each query over all parts (see `mih._knn_one`).
-
-    Each probe step (radius s, substring j, part) runs in chunks of up to
-    CHUNK masks in phases, each a tight loop so that the random reads of
-    a phase overlap: the chunk's bucket bounds, then its buckets' codes
-    (`_scan`).
-
-    Args:
-      q_words: [Q, W] the queries in the parts' word layout.
-      q_keys: [Q, m] int64 substrings of each query.
-      lengths: [m] int64 substring lengths.
-      offsets, rows, codes: typed lists, entry p * m + j = table j of part
-        p: bucket offsets, rows in bucket order, codes [N_p, W] in bucket
-        order.
-      part_offsets: [P] int64 global row of each part's first code.
-      total: N over all parts.
-      k: results per query (<= total).
-      budget: work after which a query gives up (float, may be inf).
-      step_work: work charged per probe step (substring, radius, part).
-      probe_work: work charged per bucket probed (a verified code: 1).
-      best_out: [Q, k] int64: ascending keys distance * total + row
-        (-1 beyond count_out).
-      count_out: [Q] int64: keys held in best_out.
-      work_out: [Q] int64: the work per query.
-      gave_up_out: [Q] bool.
-      The four outputs are read first: a search over parts can go a part
-      per call, each query carrying its k best (a bound for the next part),
-      its work and whether it gave up (then it is skipped).
-    """
-    num_q = q_words.shape[0]
-    m = lengths.shape[0]
-    num_parts = part_offsets.shape[0]
-    max_len = lengths.max()
-    masks, first, last, who, dist = _buffers()
-    for i in range(num_q):
-      if gave_up_out[i]:
-        continue
-      best = best_out[i]
-      who[:] = i
-      work = work_out[i]
-      done = False
-      gave_up = False
-      for s in range(max_len + 1):
-        for j in range(m):
-          length = lengths[j]
-          if s > length:
-            continue
-          work += step_work * num_parts
-          if work > budget:
-            gave_up = True
-            break
-          limit = np.int64(1) << length
-          key_j = q_keys[i, j]
-          mask = (np.int64(1) << s) - 1     # masks of weight s, ascending
-          while mask < limit and not gave_up:
-            n_masks, mask = _next_masks(key_j, mask, s, limit, masks)
-            for p in range(num_parts):
-              work += _bounds(offsets[p * m + j], masks, n_masks, first,
-                              last, probe_work)
-              _scan(codes[p * m + j], rows[p * m + j], first, last, n_masks,
-                    who, q_words, part_offsets[p], total, k, best_out,
-                    count_out, dist)
-            if work > budget:
-              gave_up = True
-          if gave_up:
-            break
-          if count_out[i] == k and best[k - 1] // total <= m * s + j:
-            done = True
-            break
-        if done or gave_up:
-          break
-      work_out[i] = work
-      gave_up_out[i] = gave_up
-      if gave_up:
-        count_out[i] = 0
-      for t in range(count_out[i], k):
-        best[t] = -1
+  def _step_buffers(num_q):
+    """`_in_step`'s own scratch for num_q queries: a step's pairs (grown
+    as needed), the same grouped by bucket, the grouping's histogram, and
+    per query whether it is still searching, whether it had not given up
+    before, and its work."""
+    return (np.empty(4096, np.int64), np.empty(4096, np.int64),
+            np.empty((1 << SORT_BITS) + 1, np.int64),
+            np.empty(num_q, np.bool_), np.empty(num_q, np.bool_),
+            np.empty(num_q, np.float64))
 
   @numba.njit(nogil=True, cache=True)
   def _bits(n):
@@ -401,10 +333,10 @@ if AVAILABLE:
                   budget, step_work, probe_work, active, spent, gave_up_out,
                   masks, first, last, pairs, n_pairs):
     """Appends to pairs[n_pairs:] query i's (part, bucket, query) keys of
-    probe step (s, j), for its non-empty buckets, charging its work to
-    spent[i] as `knn` does (a query past the budget gives up and leaves
-    the step). Returns (pairs, n_pairs); pairs is a new, larger array when
-    it filled."""
+    probe step (s, j), for its non-empty buckets, enumerating the masks
+    CHUNK at a time, charging its work to spent[i] as `mih._knn_one` does
+    (a query past the budget gives up and leaves the step). Returns
+    (pairs, n_pairs); pairs is a new, larger array when it filled."""
     work = spent[i] + step_work * num_parts
     limit = np.int64(1) << length
     mask = (np.int64(1) << s) - 1
@@ -457,32 +389,24 @@ if AVAILABLE:
     return todo
 
   @numba.njit(nogil=True, cache=True)
-  def knn_shared(q_words, q_keys, lengths, offsets, rows, codes,
-                 part_offsets, total, k, budget, step_work, probe_work,
-                 best_out, count_out, work_out, gave_up_out,
-                 max_pairs=PAIRS):
-    """`knn` with the queries in step: the same probe steps (radius s,
-    substring j), the same stopping rule and work count, so the same
-    results, but each step's buckets are verified bucket by bucket for
-    every query that probes them, in bucket order (`_by_bucket`), rather
-    than query by query. A bucket probed by several queries is then read
-    from memory once, and the tables are read in one sweep instead of at
-    random places. A step whose pairs pass `max_pairs` goes in rounds of
-    queries, so memory stays bounded. Otherwise the same arguments and
-    outputs as `knn`."""
+  def _in_step(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
+               total, k, budget, step_work, probe_work, best_out, count_out,
+               work_out, gave_up_out, max_pairs, buffers, steps):
+    """The loop of `knn` and `knn_shared`: the probe steps (radius s,
+    substring j) of the queries together, each step's (part, bucket,
+    query) pairs made (`_step_pairs`) and, for more than one query,
+    grouped by bucket (`_by_bucket`), then verified (`_scan`). A step
+    whose pairs pass `max_pairs` goes in rounds of queries. `buffers` and
+    `steps` are the scratch (`_buffers`, `_step_buffers`); returns
+    `steps`, its pair arrays maybe grown."""
+    masks, first, last, who, dist = buffers
+    pairs, todo, hist, active, entered, spent = steps
     num_q = q_words.shape[0]
     m = lengths.shape[0]
     num_parts = part_offsets.shape[0]
-    masks, first, last, who, dist = _buffers()
     q_bits = max(1, _bits(num_q))
     p_bits = _bits(num_parts)
     q_mask = (np.int64(1) << q_bits) - 1
-    pairs = np.empty(4096, np.int64)   # (part, bucket, query), packed
-    todo = np.empty(4096, np.int64)    # the same, grouped by bucket
-    hist = np.empty((1 << SORT_BITS) + 1, np.int64)
-    active = np.empty(num_q, np.bool_)
-    entered = np.empty(num_q, np.bool_)   # had not given up before
-    spent = np.empty(num_q, np.float64)   # work, as knn's (maybe float)
     left = 0
     for i in range(num_q):
       active[i] = not gave_up_out[i]
@@ -490,6 +414,8 @@ if AVAILABLE:
       spent[i] = work_out[i]
       left += active[i]
     for s in range(lengths.max() + 1):
+      if left == 0:
+        break
       for j in range(m):
         length = lengths[j]
         if s > length:
@@ -505,8 +431,11 @@ if AVAILABLE:
                   budget, step_work, probe_work, active, spent, gave_up_out,
                   masks, first, last, pairs, n_pairs)
             i += 1
-          todo = _by_bucket(pairs, n_pairs, length + p_bits, q_bits, todo,
-                            hist)
+          if num_q > 1:
+            todo = _by_bucket(pairs, n_pairs, length + p_bits, q_bits, todo,
+                              hist)
+          else:   # one query: its buckets in probe order, runs of a part
+            todo = pairs
           start = 0
           while start < n_pairs:   # chunks of pairs of one part
             p = todo[start] >> (q_bits + length)
@@ -535,8 +464,6 @@ if AVAILABLE:
               left += 1
         if left == 0:
           break
-      if left == 0:
-        break
     for i in range(num_q):
       if entered[i]:
         work_out[i] = spent[i]
@@ -544,6 +471,63 @@ if AVAILABLE:
           count_out[i] = 0
         for t in range(count_out[i], k):
           best_out[i, t] = -1
+    return pairs, todo, hist, active, entered, spent
+
+  @numba.njit(nogil=True, cache=True)
+  def knn(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
+          total, k, budget, step_work, probe_work, best_out, count_out,
+          work_out, gave_up_out):
+    """k nearest of each query over all parts (see `mih._knn_one`), the
+    queries one after another, each through `_in_step` alone: its buckets
+    in probe order, each bucket's codes read for it.
+
+    Args:
+      q_words: [Q, W] the queries in the parts' word layout.
+      q_keys: [Q, m] int64 substrings of each query.
+      lengths: [m] int64 substring lengths.
+      offsets, rows, codes: typed lists, entry p * m + j = table j of part
+        p: bucket offsets, rows in bucket order, codes [N_p, W] in bucket
+        order.
+      part_offsets: [P] int64 global row of each part's first code.
+      total: N over all parts.
+      k: results per query (<= total).
+      budget: work after which a query gives up (float, may be inf).
+      step_work: work charged per probe step (substring, radius, part).
+      probe_work: work charged per bucket probed (a verified code: 1).
+      best_out: [Q, k] int64: ascending keys distance * total + row
+        (-1 beyond count_out).
+      count_out: [Q] int64: keys held in best_out.
+      work_out: [Q] int64: the work per query.
+      gave_up_out: [Q] bool.
+      The four outputs are read first: a search over parts can go a part
+      per call, each query carrying its k best (a bound for the next part),
+      its work and whether it gave up (then it is skipped).
+    """
+    buffers, steps = _buffers(), _step_buffers(1)
+    for i in range(q_words.shape[0]):
+      steps = _in_step(
+          q_words[i:i + 1], q_keys[i:i + 1], lengths, offsets, rows, codes,
+          part_offsets, total, k, budget, step_work, probe_work,
+          best_out[i:i + 1], count_out[i:i + 1], work_out[i:i + 1],
+          gave_up_out[i:i + 1], PAIRS, buffers, steps)
+
+  @numba.njit(nogil=True, cache=True)
+  def knn_shared(q_words, q_keys, lengths, offsets, rows, codes,
+                 part_offsets, total, k, budget, step_work, probe_work,
+                 best_out, count_out, work_out, gave_up_out,
+                 max_pairs=PAIRS):
+    """`knn` with the queries in step: the same probe steps, stopping rule
+    and work count, so the same results, but each step's buckets are
+    verified bucket by bucket for every query that probes them, in bucket
+    order (`_by_bucket`), rather than query by query. A bucket probed by
+    several queries is then read from memory once, and the tables are
+    read in one sweep instead of at random places. A step whose pairs
+    pass `max_pairs` goes in rounds of queries, so memory stays bounded.
+    Otherwise the same arguments and outputs as `knn`."""
+    _in_step(q_words, q_keys, lengths, offsets, rows, codes, part_offsets,
+             total, k, budget, step_work, probe_work, best_out, count_out,
+             work_out, gave_up_out, max_pairs, _buffers(),
+             _step_buffers(q_words.shape[0]))
 
   @numba.njit(nogil=True, cache=True)
   def _radius_verify(codes, rows, first, last, n_buckets, q, r, base, total,
@@ -591,8 +575,8 @@ if AVAILABLE:
 
     With r = m * s0 + last, a code within r has a substring j <= last
     within s0 or a substring j > last within s0 - 1 of the query's
-    (pigeonhole), so those are the buckets probed, in chunks of masks as
-    in `knn`, a bucket's codes verified in blocks as in `_scan` (a
+    (pigeonhole), so those are the buckets probed, in chunks of CHUNK
+    masks, a bucket's codes verified in blocks as in `_scan` (a
     vectorised count first). A code found through several substrings is
     kept once.
     A query whose work (probe_work per bucket probed + codes in them)
