@@ -158,11 +158,9 @@ def certified_pairs(q_words, q_keys, lengths, offsets, codes, d_k):
   masks, first, last, who, _ = mih_numba._buffers()  # pylint: disable=protected-access
   q_bits = max(1, mih_numba._bits(num_q))  # pylint: disable=protected-access
   q_mask = (np.int64(1) << q_bits) - 1
-  pairs = np.empty(4096, np.int64)
-  todo = np.empty(4096, np.int64)
-  hist = np.empty((1 << mih_numba.SORT_BITS) + 1, np.int64)
-  active = np.ones(num_q, np.bool_)
-  spent = np.zeros(num_q, np.float64)
+  pairs, todo, hist, active, _, spent = mih_numba._step_buffers(num_q)  # pylint: disable=protected-access
+  active[:] = True
+  spent[:] = 0.0
   gave_up = np.zeros(num_q, np.bool_)
   check = np.int64(0)
   for r in range(d_k.max() // m + 1):
