@@ -203,8 +203,13 @@ def test_concurrent_queries_are_micro_batched(served):
             for c in codes]
   before = engine.stats()['batching']
   futures = [None] * len(codes)
+  # The threads submit together: started one by one on a busy machine,
+  # each could otherwise arrive after the one before was answered alone
+  # (a lone request does not wait), and no batch would hold two.
+  together = threading.Barrier(len(codes))
 
   def submit(i):
+    together.wait(timeout=60)
     futures[i] = engine.submit(engine_lib.Query('code', k=5, code=codes[i]))
 
   threads = [threading.Thread(target=submit, args=(i,))
