@@ -48,9 +48,9 @@ except ImportError:  # the `fast` extra is not installed
   numba = None
 
 AVAILABLE = numba is not None
-# A bucket of fewer codes than SMALL is verified code by code; a larger one
-# in blocks of BLOCK codes, their least distance first found by a
-# vectorised loop (`_nearest`).
+# A bucket is verified in blocks of BLOCK codes, a block's least distance
+# found first by a vectorised loop (`_nearest`) to skip it where no code can
+# count, except in a block of fewer than SMALL codes.
 SMALL = 16
 BLOCK = 256
 # While a bucket is verified, the first TOUCH codes of the bucket AHEAD
@@ -192,14 +192,6 @@ if AVAILABLE:
         dist[u] = d
 
   @numba.njit(nogil=True, cache=True)
-  def _distance(flat, width, u, q):
-    """The distance to q of code u of `flat` (1-D, `width` words a code)."""
-    d = np.int64(0)
-    for w in range(width):
-      d += np.int64(_ctpop(flat[u * width + w] ^ q[w]))
-    return d
-
-  @numba.njit(nogil=True, cache=True)
   def _scan(codes, rows, first, last, n_buckets, who, q_words, base, total,
             k, best_out, count_out, dist):
     """Verifies the buckets [first[t], last[t]) of one table, bucket t for
@@ -208,12 +200,12 @@ if AVAILABLE:
     distance could enter the query's k best, best_out[i][:count_out[i]].
 
     Bucket t + AHEAD is prefetched while bucket t is verified (`_fetch`),
-    so that their cache misses overlap the work. A bucket of fewer
-    than SMALL codes is verified code by code. A larger one goes in
-    blocks of BLOCK codes: `_nearest` finds the block's least distance, in
-    a vectorised loop; only a block holding a code that can enter the k
-    best (nearer than the k-th best, or as near) gets its distances
-    (`_distances`, into `dist`) and a pass over them that inserts. A code
+    so that their cache misses overlap the work. A bucket goes in blocks
+    of BLOCK codes. Once the query holds k, `_nearest` finds a block's
+    least distance first, in a vectorised loop, and only a block holding a
+    code that can enter the k best (nearer than the k-th best, or as near)
+    gets its distances (`_distances`, into `dist`) and a pass over them
+    that inserts; a block of fewer than SMALL codes skips that test. A code
     at exactly the k-th best distance enters only with a smaller row, and
     rows ascend within a bucket, so a block with only such ties needs the
     pass only if its first row is below the k-th best's."""
@@ -241,32 +233,23 @@ if AVAILABLE:
       lo = first[t]
       while lo < last[t]:
         hi = min(last[t], lo + BLOCK)
-        if hi - lo < SMALL:
-          for u in range(lo, hi):
-            d = _distance(flat, width, u, q)
-            cut = d * total + base
-            if count < k or cut < best[count - 1]:
-              key = cut + rows[u]
-              if count < k or key < best[count - 1]:
-                count = _insert(best, count, k, key)
-          lo = hi
-          continue
-        if count < k:
-          walk = True
-        else:   # the k-th best's distance, without a division a pair
-          near = _nearest(flat[lo * width:hi * width], width, q)
-          above = best[k - 1] - near * total
-          walk = above >= total or (above >= 0 and base + rows[lo] < above)
-        if walk:
-          _distances(flat[lo * width:hi * width], width, q, dist)
-          bound = (np.int64(1) << 62) if count < k else best[k - 1] // total
-          for u in range(hi - lo):
-            if dist[u] <= bound:
-              key = dist[u] * total + base + rows[lo + u]
-              if count < k or key < best[count - 1]:
-                count = _insert(best, count, k, key)
-                if count == k:
-                  bound = best[k - 1] // total
+        block = flat[lo * width:hi * width]
+        if count == k and hi - lo >= SMALL:
+          # Skipped unless a code can enter: the k-th best's distance
+          # against the block's least, without a division a code.
+          above = best[k - 1] - _nearest(block, width, q) * total
+          if not (above >= total or (above >= 0 and base + rows[lo] < above)):
+            lo = hi
+            continue
+        _distances(block, width, q, dist)
+        bound = (np.int64(1) << 62) if count < k else best[k - 1] // total
+        for u in range(hi - lo):
+          if dist[u] <= bound:
+            key = dist[u] * total + base + rows[lo + u]
+            if count < k or key < best[count - 1]:
+              count = _insert(best, count, k, key)
+              if count == k:
+                bound = best[k - 1] // total
         lo = hi
     if i >= 0:
       count_out[i] = count
@@ -547,14 +530,11 @@ if AVAILABLE:
       lo = first[t]
       while lo < last[t]:
         hi = min(last[t], lo + BLOCK)
-        if hi - lo < SMALL:
-          for u in range(lo, hi):
-            dist[u - lo] = _distance(flat, width, u, q)
-        elif _nearest(flat[lo * width:hi * width], width, q) <= r:
-          _distances(flat[lo * width:hi * width], width, q, dist)
-        else:   # none within r
-          lo = hi
+        block = flat[lo * width:hi * width]
+        if hi - lo >= SMALL and _nearest(block, width, q) > r:
+          lo = hi   # none within r
           continue
+        _distances(block, width, q, dist)
         for u in range(lo, hi):
           d = dist[u - lo]
           if d <= r:
