@@ -125,6 +125,14 @@ if AVAILABLE:
       _prefetch(flat, u)
 
   @numba.njit(nogil=True, cache=True)
+  def _fetch_rows(rows, lo, hi):
+    """Prefetches rows[lo:hi], the rows of a block about to be walked: they
+    are read for the codes that can count, and their cache misses then
+    overlap the block's distances (docs/benchmarks.md)."""
+    for u in range(lo, hi, 64 // rows.itemsize):
+      _prefetch(rows, u)
+
+  @numba.njit(nogil=True, cache=True)
   def _insert(best, count, k, key):
     """Inserts `key` into the ascending best[:count] (at most k kept);
     returns the new count. A key already present is not inserted again."""
@@ -205,7 +213,8 @@ if AVAILABLE:
     least distance first, in a vectorised loop, and only a block holding a
     code that can enter the k best (nearer than the k-th best, or as near)
     gets its distances (`_distances`, into `dist`) and a pass over them
-    that inserts; a block of fewer than SMALL codes skips that test. A code
+    that inserts, its rows prefetched first (`_fetch_rows`); a block of
+    fewer than SMALL codes skips that test. A code
     at exactly the k-th best distance enters only with a smaller row, and
     rows ascend within a bucket, so a block with only such ties needs the
     pass only if its first row is below the k-th best's."""
@@ -241,6 +250,7 @@ if AVAILABLE:
           if not (above >= total or (above >= 0 and base + rows[lo] < above)):
             lo = hi
             continue
+        _fetch_rows(rows, lo, hi)
         _distances(block, width, q, dist)
         bound = (np.int64(1) << 62) if count < k else best[k - 1] // total
         for u in range(hi - lo):
@@ -534,6 +544,7 @@ if AVAILABLE:
         if hi - lo >= SMALL and _nearest(block, width, q) > r:
           lo = hi   # none within r
           continue
+        _fetch_rows(rows, lo, hi)
         _distances(block, width, q, dist)
         for u in range(lo, hi):
           d = dist[u - lo]
