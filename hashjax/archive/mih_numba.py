@@ -119,18 +119,17 @@ if AVAILABLE:
     again (in the shared loop, the next query on the same bucket)."""
     if t > 0 and first[t] == first[t - 1]:
       return
-    step = 64 // flat.itemsize      # a cache line
-    for u in range(first[t] * width,
-                   min(last[t], first[t] + TOUCH) * width, step):
-      _prefetch(flat, u)
+    _prefetch_lines(flat, first[t] * width,
+                    min(last[t], first[t] + TOUCH) * width)
 
   @numba.njit(nogil=True, cache=True)
-  def _fetch_rows(rows, lo, hi):
-    """Prefetches rows[lo:hi], the rows of a block about to be walked: they
-    are read for the codes that can count, and their cache misses then
-    overlap the block's distances (docs/benchmarks.md)."""
-    for u in range(lo, hi, 64 // rows.itemsize):
-      _prefetch(rows, u)
+  def _prefetch_lines(array, lo, hi):
+    """Prefetches every cache line of array[lo:hi]: a bucket's codes
+    (`_fetch`), or the rows of a block about to be walked, read for the
+    codes that can count, so that their misses overlap the block's
+    distances (docs/benchmarks.md)."""
+    for u in range(lo, hi, 64 // array.itemsize):
+      _prefetch(array, u)
 
   @numba.njit(nogil=True, cache=True)
   def _insert(best, count, k, key):
@@ -213,7 +212,7 @@ if AVAILABLE:
     least distance first, in a vectorised loop, and only a block holding a
     code that can enter the k best (nearer than the k-th best, or as near)
     gets its distances (`_distances`, into `dist`) and a pass over them
-    that inserts, its rows prefetched first (`_fetch_rows`); a block of
+    that inserts, its rows prefetched first (`_prefetch_lines`); a block of
     fewer than SMALL codes skips that test. A code
     at exactly the k-th best distance enters only with a smaller row, and
     rows ascend within a bucket, so a block with only such ties needs the
@@ -250,7 +249,7 @@ if AVAILABLE:
           if not (above >= total or (above >= 0 and base + rows[lo] < above)):
             lo = hi
             continue
-        _fetch_rows(rows, lo, hi)
+        _prefetch_lines(rows, lo, hi)
         _distances(block, width, q, dist)
         bound = (np.int64(1) << 62) if count < k else best[k - 1] // total
         for u in range(hi - lo):
@@ -544,7 +543,7 @@ if AVAILABLE:
         if hi - lo >= SMALL and _nearest(block, width, q) > r:
           lo = hi   # none within r
           continue
-        _fetch_rows(rows, lo, hi)
+        _prefetch_lines(rows, lo, hi)
         _distances(block, width, q, dist)
         for u in range(lo, hi):
           d = dist[u - lo]
