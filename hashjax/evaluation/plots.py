@@ -62,6 +62,36 @@ def _annotated(xs: list[float], ys: list[float]) -> list[int]:
   return chosen
 
 
+def _two_panels():
+  """A figure of two panels side by side: precision against recall, and
+  the curves' values against their parameter."""
+  fig = mpl_figure.Figure(figsize=(11, 4.5), layout='constrained')
+  backend_agg.FigureCanvasAgg(fig)
+  return fig, fig.subplots(1, 2)
+
+
+def _save(fig, curves, suptitle, path, ax_pr, pr_title, ax_x, **x_axis):
+  """Labels the two panels of `_two_panels` (the right one's axis
+  settings `x_axis`), adds `suptitle` and writes the PNG at `path`, making
+  its parent directories. Returns the path as a string."""
+  ax_pr.set(xlabel='recall', ylabel='precision', xlim=(-0.02, 1.02),
+            ylim=(-0.02, 1.02), title=pr_title)
+  ax_pr.grid(alpha=0.3)
+  if any(curves):
+    ax_pr.legend(loc='lower left')
+  ax_x.set(ylabel='value', ylim=(-0.02, 1.02), **x_axis)
+  ax_x.grid(alpha=0.3)
+  ax_x.legend(loc='best')
+  if suptitle:
+    fig.suptitle(suptitle)
+  path = os.fspath(path)
+  parent = os.path.dirname(path)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  fig.savefig(path, format='png', dpi=120)
+  return path
+
+
 def save_pr_curve(metrics: Mapping[str, Any],
                   path: str | os.PathLike[str],
                   title: str | None = None) -> str:
@@ -82,10 +112,7 @@ def save_pr_curve(metrics: Mapping[str, Any],
     The path written, as a string.
   """
   curves = _curves(metrics)
-  fig = mpl_figure.Figure(figsize=(11, 4.5), layout='constrained')
-  backend_agg.FigureCanvasAgg(fig)
-  ax_pr, ax_r = fig.subplots(1, 2)
-
+  fig, (ax_pr, ax_r) = _two_panels()
   for index, (label, pr) in enumerate(curves.items()):
     color = f'C{index}'
     radius = list(pr['radius'])
@@ -109,24 +136,9 @@ def save_pr_curve(metrics: Mapping[str, Any],
     ax_r.plot(r_p, p, '.-', color=color, label=f'precision{suffix}')
     ax_r.plot(r_r, r, '.--', color=color, label=f'recall{suffix}')
 
-  ax_pr.set(xlabel='recall', ylabel='precision', xlim=(-0.02, 1.02),
-            ylim=(-0.02, 1.02), title='PR curve by Hamming radius')
-  ax_pr.grid(alpha=0.3)
-  if any(curves):
-    ax_pr.legend(loc='lower left')
-  ax_r.set(xlabel='Hamming radius', ylabel='value', ylim=(-0.02, 1.02),
-           title='Precision and recall vs. radius')
-  ax_r.grid(alpha=0.3)
-  ax_r.legend(loc='best')
-  if title:
-    fig.suptitle(title)
-
-  path = os.fspath(path)
-  parent = os.path.dirname(path)
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  fig.savefig(path, format='png', dpi=120)
-  return path
+  return _save(fig, curves, title, path, ax_pr, 'PR curve by Hamming radius',
+               ax_r, xlabel='Hamming radius',
+               title='Precision and recall vs. radius')
 
 
 def save_pr_count_curve(metrics: Mapping[str, Any],
@@ -150,9 +162,7 @@ def save_pr_count_curve(metrics: Mapping[str, Any],
     The path written, as a string.
   """
   curves = _curves(metrics, 'pr_count', 'n', 'PR-by-count curve')
-  fig = mpl_figure.Figure(figsize=(11, 4.5), layout='constrained')
-  backend_agg.FigureCanvasAgg(fig)
-  ax_pr, ax_n = fig.subplots(1, 2)
+  fig, (ax_pr, ax_n) = _two_panels()
   for index, (label, pr) in enumerate(curves.items()):
     color = f'C{index}'
     recall, precision = _defined(pr['recall'], pr['precision'])
@@ -162,20 +172,6 @@ def save_pr_count_curve(metrics: Mapping[str, Any],
     n_r, r = _defined(pr['n'], pr['recall'])
     ax_n.plot(n_p, p, '.-', color=color, label=f'precision@n{suffix}')
     ax_n.plot(n_r, r, '.--', color=color, label=f'recall@n{suffix}')
-  ax_pr.set(xlabel='recall', ylabel='precision', xlim=(-0.02, 1.02),
-            ylim=(-0.02, 1.02), title='PR curve by number retrieved')
-  ax_pr.grid(alpha=0.3)
-  if any(curves):
-    ax_pr.legend(loc='lower left')
-  ax_n.set(xlabel='items retrieved n', ylabel='value', xscale='log',
-           ylim=(-0.02, 1.02), title='Precision@n and recall@n')
-  ax_n.grid(alpha=0.3)
-  ax_n.legend(loc='best')
-  if title:
-    fig.suptitle(title)
-  path = os.fspath(path)
-  parent = os.path.dirname(path)
-  if parent:
-    os.makedirs(parent, exist_ok=True)
-  fig.savefig(path, format='png', dpi=120)
-  return path
+  return _save(fig, curves, title, path, ax_pr, 'PR curve by number retrieved',
+               ax_n, xlabel='items retrieved n', xscale='log',
+               title='Precision@n and recall@n')
