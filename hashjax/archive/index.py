@@ -6,8 +6,8 @@ File layout (little-endian):
   bytes 8-11   format version (uint32), FORMAT_VERSION
   bytes 12-19  header length H (uint64)
   bytes 20-    header: UTF-8 JSON (bits, count, words, ids, labels,
-               class_names, source, codes_sha256, ...), zero-padded so the
-               codes start at a multiple of 64 bytes
+               class_names, source, codes_sha256, ...), space-padded so the
+               codes start at a multiple of 64 bytes (headed_file.py)
   then         codes: uint32 [count, words], bit j of a code is bit j % 32
                of word j // 32, set where the ±1 code is +1
 
@@ -20,18 +20,15 @@ asked. Writers hold `<file>.lock` (hashjax/locking.py): one at a time.
 """
 import collections
 import hashlib
-import json
 import os
-import struct
 
 import numpy as np
 
 from hashjax import locking
+from hashjax.archive import headed_file
 
 MAGIC = b'HASHJAXI'
 FORMAT_VERSION = 1
-_PREFIX = struct.Struct('<8sIQ')   # magic, version, header length
-_ALIGN = 64
 
 
 class BadIndexError(ValueError):
@@ -77,11 +74,6 @@ def _sha256(array):
   return h.hexdigest()
 
 
-def _header_sha256(header):
-  rest = {k: v for k, v in header.items() if k != 'header_sha256'}
-  return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
-
-
 def save(path, codes, ids, *, labels=None, class_names=None, source=None,
          packed=None, bits=None):
   """Writes an index of `codes` ([N, bits] ±1) or `packed` (+ `bits`).
@@ -125,15 +117,11 @@ def _write(path, codes, ids, *, labels, class_names, source, packed, bits):
       labels=None if labels is None else labels.astype(int).tolist(),
       class_names=None if class_names is None else list(class_names),
       source=source or {}, codes_sha256=_sha256(packed))
-  header['header_sha256'] = _header_sha256(header)
-  blob = json.dumps(header).encode()
-  start = _PREFIX.size + len(blob)
-  pad = (-start) % _ALIGN
-  blob += b' ' * pad
+  blob = headed_file.header_blob(header)
   _remove_leftovers(path)
   tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'wb') as f:
-    f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
+    f.write(headed_file.PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
     f.write(blob)
     f.write(packed.tobytes())
   os.replace(tmp, path)
@@ -199,35 +187,10 @@ def load(path, verify=True):
     raise FileNotFoundError(f'No index at {path!r}. Build one with '
                             'python -m hashjax.search --workdir=RUN '
                             '--out=FILE.')
-  size = os.path.getsize(path)
-  with open(path, 'rb') as f:
-    prefix = f.read(_PREFIX.size)
-    if len(prefix) < _PREFIX.size:
-      raise BadIndexError(f'{path!r} is truncated ({size} bytes): not a '
-                        'complete hashjax index. Rebuild it.')
-    magic, version, header_len = _PREFIX.unpack(prefix)
-    if magic != MAGIC:
-      raise BadIndexError(f'{path!r} is not a hashjax index (bad magic '
-                        f'{magic!r}).')
-    if version != FORMAT_VERSION:
-      raise BadIndexError(
-          f'{path!r} is index format version {version}; this hashjax reads '
-          f'version {FORMAT_VERSION}. Rebuild the index with this version.')
-    blob = f.read(header_len)
-  if len(blob) < header_len:
-    raise BadIndexError(f'{path!r} is truncated inside its header. Rebuild it.')
-  try:
-    header = json.loads(blob.decode())
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise BadIndexError(f'{path!r} has a corrupt header ({e}). Rebuild it.') \
-        from e
   # Files written before the header checksum existed have none.
-  if ('header_sha256' in header and
-      _header_sha256(header) != header['header_sha256']):
-    raise BadIndexError(f'{path!r}: the header (ids, labels, source) does '
-                        'not match its checksum (the file is corrupt). '
-                        'Rebuild it.')
-  offset = _PREFIX.size + header_len
+  _, header, offset, size = headed_file.read_header(
+      path, MAGIC, (FORMAT_VERSION,), 'hashjax index', BadIndexError,
+      unsummed_ok=True)
   want = offset + header['count'] * header['words'] * 4
   if size != want:
     raise BadIndexError(

@@ -40,24 +40,23 @@ is a row verified or a bucket probed (PROBE_WORK_COMPILED units in the
 compiled loop) and unit_cost() what one costs against one code of the
 flat scan.
 
-Tables persist in one file (`save`, `load`): a JSON header (N, bits,
-layout, the SHA-256 of the codes indexed and of each array) then the
-arrays, 64-byte aligned and memory-mapped on load. Files of format 1
+Tables persist in one file (`save`, `load`; the layout of headed_file.py):
+a JSON header (N, bits, layout, the SHA-256 of the codes indexed and of
+each array) then the arrays, 64-byte aligned and memory-mapped on load. Files of format 1
 (without the bucket-ordered codes) still load: their codes are put in
 bucket order in memory when first searched by the compiled loop.
 """
 import functools
 import hashlib
 import itertools
-import json
 import math
 import mmap
 import os
-import struct
 import threading
 
 import numpy as np
 
+from hashjax.archive import headed_file
 from hashjax.archive import index as index_lib
 from hashjax.archive import mih_numba
 from hashjax.archive import workers
@@ -65,8 +64,6 @@ from hashjax.archive import workers
 MAGIC = b'HASHJAXM'
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
-_PREFIX = struct.Struct('<8sIQ')   # magic, version, header length
-_ALIGN = 64
 MAX_KEY_BITS = 24
 MIN_KEY_BITS = 8
 
@@ -416,11 +413,6 @@ def _array_sha256(a):
   return hashlib.sha256(np.ascontiguousarray(a).view(np.uint8)).hexdigest()
 
 
-def _header_sha256(header):
-  rest = {k: v for k, v in header.items() if k != 'header_sha256'}
-  return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
-
-
 def save(path, tables):
   """Writes `tables` to `path`: prefix (magic, version, header length),
   JSON header, then offsets[0], rows[0], codes[0], offsets[1], ... each
@@ -434,7 +426,7 @@ def save(path, tables):
                (f'rows{j}', tables.rows[j]), (f'codes{j}', tables.codes[j])]
   entries, pos = [], 0
   for name, a in arrays:
-    pos += (-pos) % _ALIGN
+    pos += (-pos) % headed_file.ALIGN
     entries.append(dict(name=name, offset=pos, dtype=a.dtype.str,
                         shape=list(a.shape), sha256=_array_sha256(a)))
     pos += a.nbytes
@@ -442,12 +434,10 @@ def save(path, tables):
                 starts=tables.starts, lengths=tables.lengths,
                 codes_sha256=tables.codes_sha256, arrays=entries,
                 data_bytes=pos)
-  header['header_sha256'] = _header_sha256(header)
-  blob = json.dumps(header).encode()
-  blob += b' ' * ((-(_PREFIX.size + len(blob))) % _ALIGN)
+  blob = headed_file.header_blob(header)
   tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'wb') as f:
-    f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
+    f.write(headed_file.PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
     f.write(blob)
     at = 0
     for (_, a), e in zip(arrays, entries):
@@ -474,30 +464,8 @@ def load(path, packed=None, fingerprint_=None, verify=True):
   if not os.path.exists(path):
     raise FileNotFoundError(f'No MIH tables at {path!r}. Build them with '
                             'mih.build(packed, bits).save(path).')
-  size = os.path.getsize(path)
-  with open(path, 'rb') as f:
-    prefix = f.read(_PREFIX.size)
-    if len(prefix) < _PREFIX.size:
-      raise BadTablesError(f'{path!r} is truncated ({size} bytes): not '
-                           'complete MIH tables. Rebuild them.')
-    magic, version, header_len = _PREFIX.unpack(prefix)
-    if magic != MAGIC:
-      raise BadTablesError(f'{path!r} is not a hashjax MIH tables file '
-                           f'(bad magic {magic!r}).')
-    if version not in _READABLE_VERSIONS:
-      raise BadTablesError(f'{path!r} is MIH tables format version '
-                           f'{version}; this hashjax reads versions '
-                           f'{_READABLE_VERSIONS}. Rebuild them.')
-    blob = f.read(header_len)
-  try:
-    header = json.loads(blob.decode())
-  except (UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise BadTablesError(f'{path!r} has a corrupt header ({e}). Rebuild '
-                         'the tables.') from e
-  if _header_sha256(header) != header.get('header_sha256'):
-    raise BadTablesError(f'{path!r}: the header does not match its '
-                         'checksum (the file is corrupt). Rebuild the tables.')
-  base = _PREFIX.size + header_len
+  version, header, base, size = headed_file.read_header(
+      path, MAGIC, _READABLE_VERSIONS, 'MIH tables', BadTablesError)
   if size != base + header['data_bytes']:
     raise BadTablesError(
         f'{path!r} is {size} bytes; its header describes '
