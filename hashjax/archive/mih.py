@@ -42,9 +42,10 @@ flat scan.
 
 Tables persist in one file (`save`, `load`; the layout of headed_file.py):
 a JSON header (N, bits, layout, the SHA-256 of the codes indexed and of
-each array) then the arrays, 64-byte aligned and memory-mapped on load. Files of format 1
-(without the bucket-ordered codes) still load: their codes are put in
-bucket order in memory when first searched by the compiled loop.
+each array) then the arrays, 64-byte aligned and memory-mapped on load.
+Files of format 1 (without the bucket-ordered codes) still load: their
+codes are put in bucket order in memory when first searched by the
+compiled loop.
 """
 import functools
 import hashlib
