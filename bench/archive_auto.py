@@ -15,7 +15,7 @@ three, not one); prints a markdown row per cell with queries/s, MIH /
 flat, auto / MIH, auto / flat, and whether the three answers are equal.
 --radius adds a row per radius R (exact.within_codes: every code within
 R) after the k rows; --k= (empty) leaves the k rows out. --trace
-prints, under each k row, the calls one more auto run made (MIH: queries,
+prints, under each row, the calls one more auto run made (MIH: queries,
 how many gave up, ms; flat: queries, ms). --flat_batches prints the flat
 scan's ms per query for calls of those many queries (k = the first --k),
 best of 3. To
@@ -74,13 +74,13 @@ def main():
       rate = {name: a.queries / t for name, (_, t) in best.items()}
       same = all(np.array_equal(x, y) for name in ('mih', 'auto')
                  for x, y in zip(_arrays(out['flat']), _arrays(out[name])))
-      k = k if search is exact.nearest_codes else f'r = {k}'
-      print(f'| {kind} | {m} | {k} | {rate["flat"]:,.0f} | '
+      label = k if search is exact.nearest_codes else f'r = {k}'
+      print(f'| {kind} | {m} | {label} | {rate["flat"]:,.0f} | '
             f'{rate["mih"]:,.0f} | {rate["auto"]:,.0f} | '
             f'{rate["mih"] / rate["flat"]:.2f}x | '
             f'{rate["auto"] / rate["mih"]:.2f}x | '
             f'{rate["auto"] / rate["flat"]:.2f}x | {same} |', flush=True)
-      if a.trace and search is exact.nearest_codes:
+      if a.trace:
         with archive.auto_calls() as calls:
           search(db, bits, lambda: parts, q, k, 'auto')
         print(f'  auto\'s calls: {calls}', flush=True)
