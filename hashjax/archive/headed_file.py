@@ -25,12 +25,15 @@ def header_sha256(header):
   return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
 
 
-def header_blob(header):
-  """`header` with its checksum, as the JSON bytes `prefix(...)` counts,
-  padded so the data after them start ALIGN-aligned."""
+def write_header(f, magic, version, header):
+  """Writes the prefix and `header` (given its checksum, `header_sha256`,
+  in place) to the file `f`, padded so that what is written next starts
+  ALIGN-aligned."""
   header['header_sha256'] = header_sha256(header)
   blob = json.dumps(header).encode()
-  return blob + b' ' * ((-(PREFIX.size + len(blob))) % ALIGN)
+  blob += b' ' * ((-(PREFIX.size + len(blob))) % ALIGN)
+  f.write(PREFIX.pack(magic, version, len(blob)))
+  f.write(blob)
 
 
 def read_header(path, magic, versions, what, error, *, unsummed_ok=False):

@@ -117,12 +117,10 @@ def _write(path, codes, ids, *, labels, class_names, source, packed, bits):
       labels=None if labels is None else labels.astype(int).tolist(),
       class_names=None if class_names is None else list(class_names),
       source=source or {}, codes_sha256=_sha256(packed))
-  blob = headed_file.header_blob(header)
   _remove_leftovers(path)
   tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'wb') as f:
-    f.write(headed_file.PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
-    f.write(blob)
+    headed_file.write_header(f, MAGIC, FORMAT_VERSION, header)
     f.write(packed.tobytes())
   os.replace(tmp, path)
   return header

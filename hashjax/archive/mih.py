@@ -435,11 +435,9 @@ def save(path, tables):
                 starts=tables.starts, lengths=tables.lengths,
                 codes_sha256=tables.codes_sha256, arrays=entries,
                 data_bytes=pos)
-  blob = headed_file.header_blob(header)
   tmp = f'{path}.{os.getpid()}.tmp'
   with open(tmp, 'wb') as f:
-    f.write(headed_file.PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
-    f.write(blob)
+    headed_file.write_header(f, MAGIC, FORMAT_VERSION, header)
     at = 0
     for (_, a), e in zip(arrays, entries):
       f.write(b'\0' * (e['offset'] - at))
